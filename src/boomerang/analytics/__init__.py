@@ -1,0 +1,1 @@
+"""Analytics: statistical models over a store's purchase history."""

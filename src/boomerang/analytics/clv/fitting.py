@@ -1,0 +1,462 @@
+"""Shared maximum-likelihood machinery for the CLV models.
+
+Every model is fitted the same way, so the numerics live here once:
+
+* data are compressed to unique rows with integer weights (customers who share
+  ``(x, t_x, T)`` contribute identical likelihood terms), which is what makes a fit on a
+  million customers cheap;
+* parameters are optimised on the log scale (they are all positive) with L-BFGS-B from a
+  few starting points, on a random subsample first when the data are large, then polished
+  on all rows;
+* the fit is rejected with :class:`ModelFitError` rather than returned when the optimiser
+  gives up, a parameter runs to a bound or the Hessian is not positive definite: a CLV
+  computed from such a fit would look precise and be meaningless;
+* the covariance is the inverse Hessian of the negative log-likelihood in log space
+  (Laplace approximation), which also drives the parameter draws used for intervals.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Generic, Protocol, Self, TypeAlias, TypeVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import minimize
+
+from boomerang.errors import BoomerangError, InputError
+
+FloatArray: TypeAlias = NDArray[np.float64]
+IntArray: TypeAlias = NDArray[np.int64]
+
+#: An objective on log-parameters: (mean negative log-likelihood per customer, its gradient).
+Objective: TypeAlias = Callable[[FloatArray], tuple[float, FloatArray]]
+
+#: Log-parameters are confined to this box (on internally rescaled data, where typical
+#: values are O(1)); an optimum on its edge means the data cannot pin the parameter down.
+LOG_BOUND = 12.0
+#: Large data sets pick their starting point on a subsample of this many customers.
+SCREEN_CUSTOMERS = 20_000
+
+
+class ModelFitError(BoomerangError):
+    """The likelihood has no trustworthy maximum on these data; nothing was fitted."""
+
+    code = "model_fit"
+
+
+# --------------------------------------------------------------------------- data
+
+
+def as_float_array(values: ArrayLike, name: str) -> FloatArray:
+    """A finite 1-D float64 copy of ``values``; input errors are the caller's to fix."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{name} contains NaN or infinite values", hint="drop or fix those rows")
+    return arr
+
+
+def validate_rfm(x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> tuple[FloatArray, ...]:
+    """Check the (x, t_x, T) conventions the likelihoods rely on and return float arrays."""
+    xa = as_float_array(x, "x")
+    ta = as_float_array(t_x, "t_x")
+    Ta = as_float_array(T, "T")
+    if not (xa.shape == ta.shape == Ta.shape):
+        raise InputError("x, t_x and T must have the same length", hint="pass one row per customer")
+    if np.any(xa < 0) or np.any(xa != np.round(xa)):
+        raise InputError("x must be non-negative whole numbers of repeat transactions")
+    if np.any(ta < 0) or np.any(ta > Ta * (1 + 1e-12) + 1e-12):
+        raise InputError("need 0 <= t_x <= T for every customer", hint="recompute the summary")
+    if np.any((xa == 0) & (ta != 0)):
+        raise InputError("t_x must be 0 for customers without repeat transactions")
+    return xa, np.minimum(ta, Ta), Ta
+
+
+def unique_rows(
+    *columns: FloatArray, return_inverse: bool = False
+) -> tuple[list[FloatArray], FloatArray, IntArray | None]:
+    """Unique rows of equally long float columns, their counts and (optionally) the inverse.
+
+    Each column is coded against its own sorted unique values and the codes are packed into
+    one int64 key, so the work is a few 1-D sorts instead of a slow row-wise ``np.unique``.
+    """
+    n = columns[0].shape[0]
+    uniques = [np.unique(c) for c in columns]
+    sizes = [u.shape[0] for u in uniques]
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64) if return_inverse else None
+        return [c.copy() for c in columns], np.zeros(0), empty
+    if float(np.prod(np.asarray(sizes, dtype=np.float64))) < 2.0**62:
+        key = np.zeros(n, dtype=np.int64)
+        for col, uniq, size in zip(columns, uniques, sizes, strict=True):
+            key = key * size + np.searchsorted(uniq, col).astype(np.int64)
+        ukey, counts = np.unique(key, return_counts=True)
+        out: list[FloatArray] = []
+        rest = ukey
+        for uniq, size in zip(reversed(uniques), reversed(sizes), strict=True):
+            out.append(uniq[rest % size])
+            rest = rest // size
+        out.reverse()
+        inverse = np.searchsorted(ukey, key).astype(np.int64) if return_inverse else None
+        return out, counts.astype(np.float64), inverse
+    # Too many distinct values to pack: fall back to a lexicographic sort.
+    order = np.lexsort(columns[::-1])
+    new = np.ones(n, dtype=bool)
+    new[1:] = np.any([c[order][1:] != c[order][:-1] for c in columns], axis=0)
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, n)).astype(np.float64)
+    out = [c[order][starts] for c in columns]
+    inverse = None
+    if return_inverse:
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[order] = np.cumsum(new) - 1
+    return out, counts, inverse
+
+
+@dataclass(frozen=True, slots=True)
+class RFMData:
+    """Calibration data compressed to unique ``(x, t_x, T)`` rows; ``weight`` counts customers."""
+
+    x: FloatArray
+    t_x: FloatArray
+    T: FloatArray
+    weight: FloatArray
+
+    @classmethod
+    def from_arrays(cls, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> RFMData:
+        xa, ta, Ta = validate_rfm(x, t_x, T)
+        (ux, ut, uT), counts, _ = unique_rows(xa, ta, Ta)
+        return cls(ux, ut, uT, counts)
+
+    @property
+    def n_customers(self) -> int:
+        return int(round(float(self.weight.sum())))
+
+    @property
+    def n_repeat_buyers(self) -> int:
+        return int(round(float(self.weight[self.x > 0].sum())))
+
+    def rescaled(self, scale: float) -> RFMData:
+        """The same customers with times divided by ``scale`` (conditioning, not semantics)."""
+        return RFMData(self.x, self.t_x / scale, self.T / scale, self.weight)
+
+    def subsample(self, n: int, rng: np.random.Generator) -> RFMData:
+        """About ``n`` customers drawn with replacement, kept in compressed form."""
+        counts = rng.multinomial(n, self.weight / self.weight.sum()).astype(np.float64)
+        keep = counts > 0
+        return RFMData(self.x[keep], self.t_x[keep], self.T[keep], counts[keep])
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ParametricModel(Protocol):
+    """A model fully described by a vector of positive parameters."""
+
+    param_names: ClassVar[tuple[str, ...]]
+
+    def vector(self) -> FloatArray: ...
+
+    @classmethod
+    def from_vector(cls, values: FloatArray) -> Self: ...
+
+
+M = TypeVar("M", bound=ParametricModel)
+
+
+@dataclass(frozen=True, slots=True)
+class FitDiagnostics:
+    """How the optimum was reached, so a caller can judge (and log) the fit."""
+
+    converged: bool
+    message: str
+    n_starts: int
+    n_starts_agreeing: int
+    n_iterations: int
+    n_evaluations: int
+    max_abs_gradient: float
+    hessian_min_eigenvalue: float
+    hessian_condition_number: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FittedModel(Generic[M]):
+    """A model with the maximum-likelihood parameters and their Laplace uncertainty.
+
+    ``log_covariance`` is the covariance of the log-parameters (the inverse Hessian of the
+    negative log-likelihood in log space); ``covariance`` is its delta-method image on the
+    natural scale. ``log_likelihood`` is the total over all customers (not the mean).
+    """
+
+    model: M
+    log_likelihood: float
+    n_customers: int
+    log_covariance: FloatArray
+    diagnostics: FitDiagnostics = field(repr=False)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return type(self.model).param_names
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {k: float(v) for k, v in zip(self.param_names, self.model.vector(), strict=True)}
+
+    @property
+    def covariance(self) -> FloatArray:
+        """Covariance of the natural parameters: diag(θ) Σ_log diag(θ)."""
+        theta = self.model.vector()
+        return np.asarray(self.log_covariance * np.outer(theta, theta), dtype=np.float64)
+
+    def standard_errors(self) -> dict[str, float]:
+        se = np.sqrt(np.diag(self.covariance))
+        return {k: float(v) for k, v in zip(self.param_names, se, strict=True)}
+
+    def intervals(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
+        """Laplace intervals built on the log scale (so they stay positive)."""
+        from scipy.stats import norm
+
+        z = float(norm.ppf(0.5 + level / 2))
+        log_theta = np.log(self.model.vector())
+        half = z * np.sqrt(np.diag(self.log_covariance))
+        lo, hi = np.exp(log_theta - half), np.exp(log_theta + half)
+        return {
+            k: (float(a), float(b))
+            for k, a, b in zip(self.param_names, lo, hi, strict=True)
+        }
+
+    def draw_vectors(
+        self,
+        n_draws: int,
+        seed: int | np.random.Generator = 0,
+        accept: Callable[[FloatArray], NDArray[np.bool_]] | None = None,
+    ) -> FloatArray:
+        """Parameter vectors drawn from the Laplace normal in log space, shape (n_draws, k).
+
+        ``accept`` filters draws row-wise (rejection sampling, e.g. to keep a finite mean).
+        """
+        rng = np.random.default_rng(seed)
+        mean = np.log(self.model.vector())
+        chol = _psd_sqrt(self.log_covariance)
+        kept: list[FloatArray] = []
+        have = 0
+        for _ in range(50):
+            z = rng.standard_normal((max(n_draws, 16) * 2, mean.shape[0]))
+            theta = np.exp(mean + z @ chol.T)
+            if accept is not None:
+                theta = theta[accept(theta)]
+            kept.append(theta)
+            have += theta.shape[0]
+            if have >= n_draws:
+                break
+        draws = np.concatenate(kept)[:n_draws]
+        if draws.shape[0] < n_draws:
+            raise ModelFitError(
+                "the fitted parameters are too uncertain to draw valid samples",
+                hint="use more customers or a longer calibration period",
+            )
+        return np.asarray(draws, dtype=np.float64)
+
+    def draw_models(self, n_draws: int, seed: int | np.random.Generator = 0) -> list[M]:
+        """Models with parameters drawn from the Laplace approximation."""
+        cls = type(self.model)
+        return [cls.from_vector(v) for v in self.draw_vectors(n_draws, seed)]
+
+
+def _psd_sqrt(cov: FloatArray) -> FloatArray:
+    """A matrix square root robust to tiny negative eigenvalues from rounding."""
+    vals, vecs = np.linalg.eigh((cov + cov.T) / 2)
+    return np.asarray(vecs * np.sqrt(np.clip(vals, 0.0, None)), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- derivatives
+
+
+def central_gradient(
+    batch: Callable[[FloatArray], FloatArray], theta: FloatArray, step: float = 1e-5
+) -> tuple[float, FloatArray]:
+    """Value and central-difference gradient from one batched call of the objective.
+
+    ``batch`` maps (m, k) log-parameter rows to m objective values; evaluating all 2k+1
+    points in one vectorised call keeps this nearly as cheap as a single evaluation.
+    """
+    k = theta.shape[0]
+    pts = np.repeat(theta[None, :], 2 * k + 1, axis=0)
+    idx = np.arange(k)
+    pts[1 + idx, idx] += step
+    pts[1 + k + idx, idx] -= step
+    vals = batch(pts)
+    grad = (vals[1 : 1 + k] - vals[1 + k :]) / (2 * step)
+    return float(vals[0]), np.asarray(grad, dtype=np.float64)
+
+
+def hessian_from_gradient(objective: Objective, theta: FloatArray, step: float = 1e-4) -> FloatArray:
+    """Symmetrised central differences of the gradient: accurate, cheap for k <= 4."""
+    k = theta.shape[0]
+    hess = np.empty((k, k))
+    for j in range(k):
+        up = theta.copy()
+        dn = theta.copy()
+        up[j] += step
+        dn[j] -= step
+        hess[:, j] = (objective(up)[1] - objective(dn)[1]) / (2 * step)
+    return np.asarray((hess + hess.T) / 2, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- optimiser
+
+
+@dataclass(frozen=True, slots=True)
+class Optimum:
+    """The accepted maximum on the log scale; objective values are per customer."""
+
+    log_theta: FloatArray
+    log_covariance: FloatArray
+    diagnostics: FitDiagnostics
+
+
+def maximise_likelihood(
+    objective: Objective,
+    starts: Sequence[Sequence[float]],
+    *,
+    n_customers: int,
+    model_name: str,
+    screen: Objective | None = None,
+) -> Optimum:
+    """Maximise a log-likelihood from several starts and vet the optimum.
+
+    ``objective`` returns the *mean* negative log-likelihood per customer (so tolerances do
+    not depend on the number of customers). With ``screen`` (the same objective on a
+    subsample) the starts are compared there and only the best is polished on all data.
+    Raises :class:`ModelFitError` with advice when the optimum cannot be trusted.
+    """
+    began = time.perf_counter()
+    k = len(starts[0])
+    bounds = [(-LOG_BOUND, LOG_BOUND)] * k
+    options = {"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9, "maxls": 50}
+    first = screen if screen is not None else objective
+    runs = []
+    n_iter = n_eval = 0
+    for start in starts:
+        x0 = np.clip(np.log(np.asarray(start, dtype=np.float64)), -LOG_BOUND + 1, LOG_BOUND - 1)
+        try:
+            res = minimize(first, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
+        except (FloatingPointError, ValueError):
+            continue
+        n_iter += int(res.nit)
+        n_eval += int(res.nfev)
+        if np.isfinite(res.fun):
+            runs.append(res)
+    if not runs:
+        raise ModelFitError(
+            f"{model_name}: the likelihood could not be evaluated from any starting point",
+            hint="check the input summary (times in the stated unit, t_x <= T)",
+        )
+    best = min(runs, key=lambda r: float(r.fun))
+    agreeing = sum(abs(float(r.fun) - float(best.fun)) < 1e-6 for r in runs)
+    if screen is not None:
+        best = minimize(
+            objective, best.x, jac=True, method="L-BFGS-B", bounds=bounds, options=options
+        )
+        n_iter += int(best.nit)
+        n_eval += int(best.nfev)
+    theta = np.asarray(best.x, dtype=np.float64)
+    value, grad = objective(theta)
+    max_grad = float(np.max(np.abs(grad)))
+    advice = (
+        "too few repeat buyers or too short a calibration period to estimate "
+        f"{model_name}; try a longer calibration period or more customers"
+    )
+    converged = bool(best.success) or max_grad < 1e-5
+    if not converged or not np.isfinite(value):
+        raise ModelFitError(
+            f"{model_name}: the optimiser did not converge ({best.message})", hint=advice
+        )
+    at_bound = np.abs(np.abs(theta) - LOG_BOUND) < 1e-3
+    if np.any(at_bound):
+        raise ModelFitError(
+            f"{model_name}: a parameter ran to the edge of its range "
+            "(the data cannot pin it down)",
+            hint=advice,
+        )
+    hess = hessian_from_gradient(objective, theta) * n_customers
+    eig = np.linalg.eigvalsh(hess)
+    if not np.all(np.isfinite(eig)) or eig[0] <= 1e-9 * max(1.0, float(eig[-1])):
+        raise ModelFitError(
+            f"{model_name}: the likelihood is flat or saddle-shaped at the optimum "
+            "(Hessian not positive definite)",
+            hint=advice,
+        )
+    vals, vecs = np.linalg.eigh(hess)
+    cov = (vecs / vals) @ vecs.T
+    diagnostics = FitDiagnostics(
+        converged=True,
+        message=str(best.message),
+        n_starts=len(starts),
+        n_starts_agreeing=int(agreeing),
+        n_iterations=n_iter,
+        n_evaluations=n_eval,
+        max_abs_gradient=max_grad,
+        hessian_min_eigenvalue=float(eig[0]),
+        hessian_condition_number=float(eig[-1] / eig[0]),
+        seconds=time.perf_counter() - began,
+    )
+    return Optimum(theta, np.asarray((cov + cov.T) / 2, dtype=np.float64), diagnostics)
+
+
+def fit_rfm_model(
+    cls: type[M],
+    make_objective: Callable[[RFMData], Objective],
+    data: RFMData,
+    starts: Sequence[Sequence[float]],
+    *,
+    time_params: Sequence[str],
+    model_name: str,
+    seed: int = 0,
+) -> FittedModel[M]:
+    """Fit a transaction model on compressed data; the common path of BG, MBG and Pareto.
+
+    Times are divided by the mean T during optimisation so starting values and bounds are
+    scale-free; the parameters in ``time_params`` (rates' scale) are mapped back afterwards,
+    and the reported log-likelihood is evaluated on the caller's time unit.
+    """
+    began = time.perf_counter()
+    if data.n_customers == 0:
+        raise ModelFitError(f"{model_name}: no customers to fit", hint="check the date range")
+    if data.n_repeat_buyers == 0:
+        raise ModelFitError(
+            f"{model_name}: no customer made a repeat purchase in the calibration period",
+            hint="use a longer calibration period; the model learns from repeat purchases",
+        )
+    scale = float(np.average(data.T, weights=data.weight))
+    if not scale > 0:
+        raise ModelFitError(f"{model_name}: all customers have T = 0", hint="move the end date")
+    scaled = data.rescaled(scale)
+    screen = None
+    if scaled.x.shape[0] > SCREEN_CUSTOMERS:
+        sub = scaled.subsample(SCREEN_CUSTOMERS, np.random.default_rng(seed))
+        screen = make_objective(sub)
+    opt = maximise_likelihood(
+        make_objective(scaled),
+        starts,
+        n_customers=data.n_customers,
+        model_name=model_name,
+        screen=screen,
+    )
+    log_theta = opt.log_theta.copy()
+    for name in time_params:
+        log_theta[cls.param_names.index(name)] += np.log(scale)
+    value, _ = make_objective(data)(log_theta)
+    diagnostics = replace(opt.diagnostics, seconds=time.perf_counter() - began)
+    return FittedModel(
+        model=cls.from_vector(np.exp(log_theta)),
+        log_likelihood=-value * data.n_customers,
+        n_customers=data.n_customers,
+        log_covariance=opt.log_covariance,
+        diagnostics=diagnostics,
+    )

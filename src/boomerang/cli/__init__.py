@@ -1,0 +1,1 @@
+"""The `boomerang` command line: parses, calls a service, renders with Rich."""

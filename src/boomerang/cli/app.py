@@ -1,0 +1,34 @@
+"""Entry point: builds the Typer app and turns `BoomerangError` into one line and exit code."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.markup import escape
+
+from boomerang.cli import customers, db, imports, simulate, stores
+from boomerang.cli.common import err_console
+from boomerang.errors import BoomerangError
+
+app = typer.Typer(
+    name="boomerang",
+    help="Boomerang: retention analytics, segments, loyalty and campaigns for your store.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(db.app, name="db")
+app.command("import")(imports.import_file)
+app.command("simulate")(simulate.simulate)
+app.command("stores")(stores.list_stores)
+app.add_typer(customers.app, name="customers")
+
+
+def main() -> None:
+    """Run the CLI; known errors print one line (code, what, what to do) and exit 1."""
+    try:
+        app()
+    except BoomerangError as exc:
+        err_console.print(f"[bold red]error[/] ({exc.code}) {escape(exc.one_line())}", highlight=False)
+        sys.exit(1)

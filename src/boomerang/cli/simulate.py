@@ -1,0 +1,40 @@
+"""`boomerang simulate`: a synthetic store for demos, tests and benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from boomerang.cli.common import DbOption, StoreOption, console, resolve
+from boomerang.services import simulation
+
+
+def simulate(
+    customers: Annotated[
+        int,
+        typer.Option("--customers", help="How many customers (including visitors who never buy)."),
+    ] = 20_000,
+    days: Annotated[
+        int, typer.Option("--days", help="Length of the simulated history in days.")
+    ] = 730,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed; the same seed gives the same store.")
+    ] = 1,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir", help="Write Shopify-layout CSV exports here instead of into a database."
+        ),
+    ] = None,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Generate a realistic store (orders, customers, events) with known true parameters."""
+    path, store_name = resolve(db, store)
+    result = simulation.run(
+        customers=customers, days=days, seed=seed, out_dir=out_dir, db=path, store=store_name
+    )
+    for line in result.describe():
+        console.print(line)

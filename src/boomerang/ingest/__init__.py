@@ -1,0 +1,1 @@
+"""Readers for store exports and event streams: file -> validated columnar batch + rejects."""

@@ -1,0 +1,26 @@
+"""Which reader handles which `boomerang import KIND`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from boomerang.errors import InputError
+from boomerang.ingest import shopify
+from boomerang.ingest.batch import ParsedBatch
+from boomerang.ingest.options import ReadOptions
+
+Reader = Callable[[Path, ReadOptions], ParsedBatch]
+
+READERS: dict[str, Reader] = {
+    "shopify-orders": shopify.read_orders,
+}
+
+
+def reader_for(kind: str) -> Reader:
+    try:
+        return READERS[kind]
+    except KeyError:
+        raise InputError(
+            f"unknown import kind {kind!r}", hint=f"use one of: {', '.join(sorted(READERS))}"
+        ) from None

@@ -1,0 +1,1 @@
+"""The operational store: schema, engines, migrations and repositories (all OLTP SQL)."""

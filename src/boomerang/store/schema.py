@@ -1,0 +1,164 @@
+"""The one schema source (SQLAlchemy Core); Alembic migrations are generated from it.
+
+Conventions, on every engine: timestamps are BIGINT epoch microseconds UTC (``*_at``),
+money is BIGINT minor units of the row's currency (``*_minor``), JSON is stored as text.
+Every row belongs to a store; natural keys are unique per store so imports can upsert.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-assigns rowids to INTEGER PRIMARY KEY; BIGINT elsewhere.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _store_fk() -> Column[int]:
+    return Column("store_id", Id, ForeignKey("stores.id"), nullable=False)
+
+
+stores = Table(
+    "stores",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("currency", String(3), nullable=False),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    # Identity rule (docs/data-model.md): normalised email when known, else the source's id.
+    Column("external_id", String(320), nullable=False),
+    Column("source_id", String(100)),
+    Column("email", String(320)),
+    Column("phone", String(32)),
+    Column("first_name", String(200)),
+    Column("last_name", String(200)),
+    Column("city", String(200)),
+    Column("region", String(200)),
+    Column("country", String(2)),
+    Column("zip", String(32)),
+    Column("timezone", String(64)),
+    Column("birthday", String(10)),
+    Column("account_status", String(16), nullable=False),
+    Column("tags", Text),
+    Column("attributes", Text),
+    Column("created_at", BigInteger),  # unknown for some exports
+    UniqueConstraint("store_id", "external_id"),
+    Index("ix_customers_store_email", "store_id", "email"),
+    Index("ix_customers_store_source", "store_id", "source_id"),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("text_version", String(64)),
+    Column("occurred_at", BigInteger, nullable=False),
+    Index("ix_consents_customer_channel", "customer_id", "channel", "occurred_at"),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("sku", String(200), nullable=False),
+    Column("name", String(500)),
+    Column("category", String(200)),
+    Column("price_minor", BigInteger),
+    Column("currency", String(3)),
+    Column("lifespan_days", Integer),
+    Column("attributes", Text),
+    UniqueConstraint("store_id", "sku"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("external_id", String(100), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id")),
+    Column("email", String(320)),
+    Column("placed_at", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("subtotal_minor", BigInteger, nullable=False),
+    Column("discount_minor", BigInteger, nullable=False),
+    Column("shipping_minor", BigInteger, nullable=False),
+    Column("tax_minor", BigInteger, nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("refunded_minor", BigInteger, nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("cancelled_at", BigInteger),
+    Column("discount_code", String(200)),
+    Column("channel", String(16), nullable=False),
+    Column("source", String(32), nullable=False),
+    # Digest of the order's lines: lets an import tell "unchanged" without reading the lines.
+    Column("lines_digest", String(32), nullable=False),
+    UniqueConstraint("store_id", "external_id"),
+    Index("ix_orders_store_customer_placed", "store_id", "customer_id", "placed_at"),
+    Index("ix_orders_store_placed", "store_id", "placed_at"),
+)
+
+order_lines = Table(
+    "order_lines",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("order_id", Id, ForeignKey("orders.id"), nullable=False),
+    Column("line_no", Integer, nullable=False),
+    Column("sku", String(200)),
+    Column("name", String(500)),
+    Column("category", String(200)),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_price_minor", BigInteger, nullable=False),
+    Column("discount_minor", BigInteger, nullable=False),
+    UniqueConstraint("order_id", "line_no"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("customer_id", Id, ForeignKey("customers.id")),
+    Column("anonymous_id", String(200)),
+    Column("type", String(64), nullable=False),
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("properties", Text),
+    Column("dedupe_key", String(200), nullable=False),
+    UniqueConstraint("store_id", "dedupe_key"),
+    Index("ix_events_store_type_occurred", "store_id", "type", "occurred_at"),
+    Index("ix_events_customer", "customer_id", "occurred_at"),
+)
