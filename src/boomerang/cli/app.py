@@ -30,5 +30,7 @@ def main() -> None:
     try:
         app()
     except BoomerangError as exc:
-        err_console.print(f"[bold red]error[/] ({exc.code}) {escape(exc.one_line())}", highlight=False)
+        err_console.print(
+            f"[bold red]error[/] ({exc.code}) {escape(exc.one_line())}", highlight=False
+        )
         sys.exit(1)

@@ -35,7 +35,8 @@ def attach_digest(orders: pl.DataFrame, lines: pl.DataFrame) -> pl.DataFrame:
 def customers_from_orders(orders: pl.DataFrame, extra: list[str]) -> pl.DataFrame:
     """One customer per key: contact details from the latest order, created at the first."""
     keyed = orders.filter(pl.col("customer_key").is_not_null())
-    latest_first = keyed.sort("placed_at", descending=True)
+    # external_id breaks ties so equal timestamps pick the same order on every run
+    latest_first = keyed.sort(["placed_at", "external_id"], descending=True, maintain_order=True)
     agg = [pl.col(c).drop_nulls().first().alias(c) for c in extra]
     frame = latest_first.group_by("customer_key").agg(
         *agg, pl.col("placed_at").min().alias("created_at")
@@ -55,7 +56,9 @@ def products_from_lines(lines: pl.DataFrame, orders: pl.DataFrame) -> pl.DataFra
         on="order_external_id",
     )
     latest = (
-        dated.sort("placed_at", descending=True)
+        dated.sort(
+            ["placed_at", "order_external_id", "line_no"], descending=True, maintain_order=True
+        )
         .group_by("sku")
         .agg(
             pl.col("name").drop_nulls().first(),
@@ -73,5 +76,40 @@ def latest_consents(frame: pl.DataFrame) -> pl.DataFrame:
         return conform("consents", frame)
     return conform(
         "consents",
-        frame.sort("occurred_at").group_by("customer_key", "channel").agg(pl.all().last()),
+        # on equal times "withdrawn" sorts last and wins: the cautious reading
+        frame.sort(["occurred_at", "status"], maintain_order=True)
+        .group_by("customer_key", "channel")
+        .agg(pl.all().last()),
+    )
+
+
+def unit_price_from_total(total: pl.Expr, quantity: pl.Expr) -> pl.Expr:
+    """Unit price (minor units) for a line known only by its total: rounded up, so the line's
+    discount (quantity x unit - total) is never negative and the net stays exact."""
+    q = quantity.abs()
+    whole = pl.when(q > 0).then(total // q).otherwise(total)
+    rem = pl.when(q > 0).then(total % q).otherwise(0)
+    return whole + (rem > 0).cast(pl.Int64)
+
+
+def key_customers(orders: pl.DataFrame) -> pl.DataFrame:
+    """Add ``customer_key``: the order's email, else the latest email this file shows for the
+    same platform customer id (``source_id``), else that id; null for a guest without either.
+
+    Why: an account's order placed without an email must not split the customer in two.
+    """
+    known = (
+        orders.filter(pl.col("email").is_not_null() & pl.col("source_id").is_not_null())
+        .sort(["placed_at", "external_id"], maintain_order=True)
+        .group_by("source_id")
+        .agg(pl.col("email").last().alias("__known_email"))
+    )
+    return (
+        orders.join(known, on="source_id", how="left", maintain_order="left")
+        .with_columns(
+            pl.coalesce(pl.col("email"), pl.col("__known_email"), pl.col("source_id")).alias(
+                "customer_key"
+            )
+        )
+        .drop("__known_email")
     )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from boomerang.errors import InputError
-from boomerang.ingest import shopify
+from boomerang.ingest import online_retail, shopify
 from boomerang.ingest.batch import ParsedBatch
 from boomerang.ingest.options import ReadOptions
 
@@ -14,6 +14,7 @@ Reader = Callable[[Path, ReadOptions], ParsedBatch]
 
 READERS: dict[str, Reader] = {
     "shopify-orders": shopify.read_orders,
+    "online-retail": online_retail.read_orders,
 }
 
 

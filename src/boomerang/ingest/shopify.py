@@ -57,11 +57,6 @@ TIME_FORMATS = (
 )
 
 
-def _with_columns(frame: pl.DataFrame, names: tuple[str, ...]) -> pl.DataFrame:
-    missing = [pl.lit(None, pl.String).alias(c) for c in names if c not in frame.columns]
-    return frame.with_columns(missing) if missing else frame
-
-
 def _status(financial: pl.Expr, cancelled: pl.Expr) -> pl.Expr:
     fin = financial.str.to_lowercase()
     return (
@@ -78,8 +73,8 @@ def _status(financial: pl.Expr, cancelled: pl.Expr) -> pl.Expr:
 
 
 def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
-    raw = _with_columns(read_text_table(path, required=ORDER_REQUIRED), ORDER_OPTIONAL)
-    src = {c: f.clean(c) for c in (*ORDER_REQUIRED, *ORDER_OPTIONAL)}
+    raw = read_text_table(path, required=ORDER_REQUIRED, optional=ORDER_OPTIONAL)
+    src = {c: pl.col(c) for c in (*ORDER_REQUIRED, *ORDER_OPTIONAL)}
     frame = raw.with_columns(
         src["Name"].alias("order_external_id"),
         src["Currency"].str.to_uppercase().fill_null(options.currency).alias("currency"),

@@ -20,7 +20,7 @@ from boomerang.ingest.batch import ParsedBatch
 from boomerang.ingest.options import ReadOptions
 from boomerang.ingest.registry import reader_for
 from boomerang.services.context import open_engine
-from boomerang.store import staging
+from boomerang.store.bulk import bulk_transaction
 from boomerang.store.repos import imports as imports_repo
 from boomerang.store.repos import stores as stores_repo
 from boomerang.store.repos.imports import ApplyResult
@@ -74,21 +74,14 @@ def apply_frames(
     try:
         with engine.begin() as conn:
             store_row = stores_repo.get_or_create(conn, store, currency)
-            staging.drop_orphans(conn)
-        tables = {name: frame.to_arrow() for name, frame in frames.items() if frame.height}
-        staged = staging.stage_tables(engine, staging.new_prefix(), tables)
         result = ApplyResult()
         try:
-            with engine.begin() as conn:
-                result = imports_repo.apply_batch(conn, store_row.id, staged)
-                staging.drop(conn, staged)
+            with bulk_transaction(engine, lock_key=store_row.id) as session:
+                result = imports_repo.apply_batch(session, store_row.id, frames)
                 if dry_run:
                     raise _DryRun
         except _DryRun:
             pass
-        finally:
-            with engine.begin() as conn:
-                staging.drop(conn, staged)
         return result
     finally:
         engine.dispose()

@@ -22,13 +22,14 @@ from typing import ClassVar, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import digamma, expit, gammaln, hyp2f1
+from scipy.special import digamma, expit, gammaln, hyp2f1, polygamma
 
 from boomerang.analytics.clv.fitting import (
     FittedModel,
     FloatArray,
-    Objective,
+    Likelihood,
     RFMData,
+    dot,
     fit_rfm_model,
     validate_rfm,
 )
@@ -85,16 +86,7 @@ class BGNBD:
         return float(self.individual_log_likelihood(x, t_x, T).sum())
 
     def _log_odds(self, x: FloatArray, t_x: FloatArray, T: FloatArray) -> FloatArray:
-        """ln of (dead-at-t_x term / alive term); −inf for x = 0 (cannot have dropped out)."""
-        pos = x > 0
-        out = np.full(np.broadcast(x, t_x, T).shape, -np.inf)
-        xb, tb, Tb = np.broadcast_arrays(x, t_x, T)
-        xp, tp, Tp = xb[pos], tb[pos], Tb[pos]
-        out[pos] = (
-            np.log(self.a) - np.log(self.b + xp - 1)
-            + (self.r + xp) * (np.log(self.alpha + Tp) - np.log(self.alpha + tp))
-        )
-        return _f64(out)
+        return bg_family_log_odds(self.r, self.alpha, self.a, self.b, 0, x, t_x, T)
 
     # ------------------------------------------------------------------ predictions
 
@@ -118,7 +110,7 @@ class BGNBD:
         if np.any(tt < 0):
             raise ValueError("t must be non-negative")
         alive = expit(-self._log_odds(xa, ta, Ta))
-        a = _nudge_from_one(self.a)
+        a = nudge_from_one(self.a)
         r, alpha, b = self.r, self.alpha, self.b
         z = tt / (alpha + Ta + tt)
         with np.errstate(divide="ignore"):
@@ -158,54 +150,134 @@ class BGNBD:
         return x.astype(np.float64), t_x
 
 
-def _nudge_from_one(a: float) -> float:
+def bg_family_log_odds(
+    r: float, alpha: float, a: float, b: float, shift: int,
+    x: FloatArray, t_x: FloatArray, T: FloatArray,
+) -> FloatArray:
+    """ln(dropped-out term / alive term) of the BG (shift 0) or MBG (shift 1) likelihood.
+
+    P(alive) = expit(−this). For BG/NBD with x = 0 it is −inf (no purchase to drop after).
+    """
+    active = x + shift > 0
+    out = np.full(x.shape, -np.inf)
+    xp, tp, Tp = x[active], t_x[active], T[active]
+    out[active] = (
+        np.log(a) - np.log(b + xp + shift - 1)
+        + (r + xp) * (np.log(alpha + Tp) - np.log(alpha + tp))
+    )
+    return out
+
+
+def nudge_from_one(a: float) -> float:
     """Move a off the removable singularity at a = 1 (error O(1e-7), far below noise)."""
     return a if abs(a - 1.0) > 1e-7 else 1.0 + (1e-7 if a >= 1.0 else -1e-7)
 
 
-def _objective(data: RFMData) -> Objective:
-    """Mean negative log-likelihood and its analytic gradient in log-parameters.
+class BGFamilyLikelihood:
+    """Log-likelihood of BG/NBD (``shift=0``) and MBG/NBD (``shift=1``) with derivatives.
 
-    Terms that depend on x only are summed over the distinct x values; the rest is the
-    two-term log-sum-exp, whose derivative weights each term by its softmax share.
+    Both have, per customer, ln L = X(x) − (r+x) ln(α+T) + softplus(D) with
+    D = ln a − ln(b+x+shift−1) − (r+x)(ln(α+t_x) − ln(α+T)); BG/NBD customers with x = 0
+    have no softplus term (they cannot have dropped out). X(x) depends on x only, so it
+    is summed over the distinct x values. The gradient and Hessian of softplus(D) are
+    s·∇D and s(1−s)∇D∇Dᵀ + s·∇²D with s = expit(D); all are returned in log-parameters.
     """
-    n = float(data.weight.sum())
-    ux, inv = np.unique(data.x, return_inverse=True)
-    wx = np.bincount(inv, weights=data.weight)
-    zero = data.x == 0
-    T0, w0 = data.T[zero], data.weight[zero]
-    x1, t1, T1, w1 = data.x[~zero], data.t_x[~zero], data.T[~zero], data.weight[~zero]
 
-    def objective(theta: FloatArray) -> tuple[float, FloatArray]:
+    def __init__(self, data: RFMData, shift: int) -> None:
+        self.shift = shift
+        self.n = float(data.weight.sum())
+        self.ux, inv = np.unique(data.x, return_inverse=True)
+        self.wx = np.bincount(inv, weights=data.weight)
+        self.sum_x = dot(data.weight, data.x)
+        mix = data.x + shift > 0
+        self.T0, self.w0 = data.T[~mix], data.weight[~mix]
+        self.x1, self.t1, self.T1 = data.x[mix], data.t_x[mix], data.T[mix]
+        self.w1 = data.weight[mix]
+        self.ux1, self.inv1 = np.unique(self.x1, return_inverse=True)
+
+    def likelihood(self) -> Likelihood:
+        return Likelihood(self.value_and_gradient, curvature=self.curvature)
+
+    def value_and_gradient(self, theta: FloatArray) -> tuple[float, FloatArray]:
+        value, grad, _ = self.evaluate(theta, hessian=False)
+        return value, grad
+
+    def curvature(self, theta: FloatArray) -> tuple[float, FloatArray, FloatArray]:
+        value, grad, hess = self.evaluate(theta, hessian=True)
+        assert hess is not None
+        return value, grad, hess
+
+    def evaluate(
+        self, theta: FloatArray, *, hessian: bool
+    ) -> tuple[float, FloatArray, FloatArray | None]:
+        """Mean negative log-likelihood per customer, gradient and (optionally) Hessian."""
+        k = self.shift
         r, alpha, a, b = np.exp(theta)
-        ln_alpha = np.log(alpha)
-        ll = n * (r * ln_alpha - gammaln(r) + gammaln(a + b) - gammaln(b)) + wx @ (
-            gammaln(r + ux) + gammaln(b + ux) - gammaln(a + b + ux)
+        n, ux, wx = self.n, self.ux, self.wx
+        ab = a + b
+        # Terms in x only (summed over distinct x with their weights).
+        ll = n * (r * np.log(alpha) - gammaln(r) + gammaln(ab) - gammaln(b)) + wx @ (
+            gammaln(r + ux) + gammaln(b + ux) - gammaln(ab + ux + k) + k * np.log(b + ux)
         )
-        g_r = n * (ln_alpha - digamma(r)) + wx @ digamma(r + ux)
-        g_alpha = n * r / alpha
-        g_a = n * digamma(a + b) - wx @ digamma(a + b + ux)
-        g_b = n * (digamma(a + b) - digamma(b)) + wx @ (digamma(b + ux) - digamma(a + b + ux))
-        # x = 0: only the "alive" term.
-        lT0 = np.log(alpha + T0)
-        ll -= r * (w0 @ lT0)
-        g_r -= w0 @ lT0
-        g_alpha -= r * (w0 @ (1.0 / (alpha + T0)))
-        # x > 0: log-sum-exp of the alive and dropped-at-t_x terms.
-        rx = r + x1
-        lT, lt = np.log(alpha + T1), np.log(alpha + t1)
-        bx = b + x1 - 1
-        d = np.log(a) - np.log(bx) - rx * (lt - lT)
-        share = expit(d)
-        ll += w1 @ (np.logaddexp(0.0, d) - rx * lT)
-        g_r += w1 @ (share * (lT - lt) - lT)
-        g_alpha -= w1 @ (rx * ((1 - share) / (alpha + T1) + share / (alpha + t1)))
-        g_a += (w1 @ share) / a
-        g_b -= w1 @ (share / bx)
-        grad = np.array([g_r * r, g_alpha * alpha, g_a * a, g_b * b])
-        return -float(ll) / n, -grad / n
-
-    return objective
+        g = np.array(
+            [
+                n * (np.log(alpha) - digamma(r)) + wx @ digamma(r + ux),
+                n * r / alpha,
+                n * digamma(ab) - wx @ digamma(ab + ux + k),
+                n * (digamma(ab) - digamma(b))
+                + wx @ (digamma(b + ux) - digamma(ab + ux + k) + k / (b + ux)),
+            ]
+        )
+        h = np.zeros((4, 4))
+        if hessian:
+            h[0, 0] = wx @ polygamma(1, r + ux) - n * polygamma(1, r)
+            h[0, 1] = n / alpha
+            h[1, 1] = -n * r / alpha**2
+            h[2, 2] = h[2, 3] = n * polygamma(1, ab) - wx @ polygamma(1, ab + ux + k)
+            h[3, 3] = (
+                n * (polygamma(1, ab) - polygamma(1, b))
+                + wx @ (polygamma(1, b + ux) - polygamma(1, ab + ux + k) - k / (b + ux) ** 2)
+            )
+        # Customers with the "alive" term only: −r ln(α+T).
+        inv0 = 1.0 / (alpha + self.T0)
+        lT0 = np.log(alpha + self.T0)
+        ll -= r * dot(self.w0, lT0)
+        g[0] -= dot(self.w0, lT0)
+        g[1] -= r * dot(self.w0, inv0)
+        if hessian:
+            h[0, 1] -= dot(self.w0, inv0)
+            h[1, 1] += r * dot(self.w0, inv0**2)
+        # Customers with both terms: −(r+x) ln(α+T) + softplus(D).
+        x, w = self.x1, self.w1
+        rx = r + x
+        inv_T = 1.0 / (alpha + self.T1)
+        inv_t = 1.0 / (alpha + self.t1)
+        lT = np.log(alpha + self.T1)
+        gap = np.log(alpha + self.t1) - lT
+        inv_b = (1.0 / (b + self.ux1 + k - 1))[self.inv1]
+        d = np.log(a) + np.log(inv_b) - rx * gap
+        s = expit(d)
+        ws = w * s
+        ll += dot(w, np.logaddexp(0.0, d) - rx * lT)
+        dinv = inv_t - inv_T
+        grads_d = np.stack([-gap, -rx * dinv, np.full_like(x, 1.0 / a), -inv_b])
+        g += np.einsum("kn,n->k", grads_d, ws)
+        g[0] -= dot(w, lT)
+        g[1] -= dot(w, rx * inv_T)
+        if hessian:
+            h += np.einsum("kn,ln->kl", grads_d * (ws * (1 - s)), grads_d)
+            h[0, 1] -= dot(ws, dinv) + dot(w, inv_T)
+            h[1, 1] += dot(ws, rx * (inv_t**2 - inv_T**2)) + dot(w, rx * inv_T**2)
+            h[2, 2] -= float(ws.sum()) / a**2
+            h[3, 3] += dot(ws, inv_b**2)
+        # Chain rule to log-parameters: ∂/∂φ = θ∂/∂θ, ∂²/∂φ∂φ = θθᵀ∘H + diag(θ∘g).
+        theta_nat = np.array([r, alpha, a, b])
+        grad = g * theta_nat
+        hess_out = None
+        if hessian:
+            h = np.triu(h) + np.triu(h, 1).T
+            hess_out = -(h * np.outer(theta_nat, theta_nat) + np.diag(grad)) / n
+        return -float(ll) / n, -grad / n, hess_out
 
 
 def fit_bgnbd(
@@ -216,10 +288,8 @@ def fit_bgnbd(
     Raises ModelFitError when the data cannot support the model (e.g. no repeat buyers).
     """
     data = RFMData.from_arrays(x, t_x, T)
-    rate = float(data.weight @ data.x) / float(data.weight @ data.T) * float(
-        np.average(data.T, weights=data.weight)
-    )
-    rate = max(rate, 1e-3)
+    # Times are rescaled to mean T = 1 for fitting, where the purchase rate is mean(x).
+    rate = max(data.mean_x, 1e-3)
     starts = [
         (1.0, 1.0 / rate, 1.0, 1.0),
         (0.5, 0.5 / rate, 0.5, 2.0),
@@ -227,5 +297,11 @@ def fit_bgnbd(
         (2.0, 2.0 / rate, 0.8, 5.0),
     ]
     return fit_rfm_model(
-        BGNBD, _objective, data, starts, time_params=("alpha",), model_name="BG/NBD", seed=seed
+        BGNBD,
+        lambda d: BGFamilyLikelihood(d, 0).likelihood(),
+        data,
+        starts,
+        time_params=("alpha",),
+        model_name="BG/NBD",
+        seed=seed,
     )

@@ -5,9 +5,11 @@ Every model is fitted the same way, so the numerics live here once:
 * data are compressed to unique rows with integer weights (customers who share
   ``(x, t_x, T)`` contribute identical likelihood terms), which is what makes a fit on a
   million customers cheap;
-* parameters are optimised on the log scale (they are all positive) with L-BFGS-B from a
-  few starting points, on a random subsample first when the data are large, then polished
-  on all rows;
+* parameters are optimised on the log scale (they are all positive) from a few starting
+  points, on a random subsample first when the data are large, then polished on all rows.
+  The optimisers (damped Newton with an analytic Hessian, BFGS otherwise) are written out
+  here: scipy's L-BFGS-B calls multithreaded BLAS on 4x4 problems, which costs
+  milliseconds per iteration on a busy machine;
 * the fit is rejected with :class:`ModelFitError` rather than returned when the optimiser
   gives up, a parameter runs to a bound or the Hessian is not positive definite: a CLV
   computed from such a fit would look precise and be meaningless;
@@ -24,7 +26,6 @@ from typing import ClassVar, Generic, Protocol, Self, TypeAlias, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import minimize
 
 from boomerang.errors import BoomerangError, InputError
 
@@ -33,6 +34,10 @@ IntArray: TypeAlias = NDArray[np.int64]
 
 #: An objective on log-parameters: (mean negative log-likelihood per customer, its gradient).
 Objective: TypeAlias = Callable[[FloatArray], tuple[float, FloatArray]]
+#: The same with the Hessian in log-parameters as a third element (enables Newton steps).
+CurvatureObjective: TypeAlias = Callable[[FloatArray], tuple[float, FloatArray, FloatArray]]
+#: Objective values at many log-parameter rows at once, shape (m, k) -> (m,).
+BatchObjective: TypeAlias = Callable[[FloatArray], FloatArray]
 
 #: Log-parameters are confined to this box (on internally rescaled data, where typical
 #: values are O(1)); an optimum on its edge means the data cannot pin the parameter down.
@@ -48,6 +53,12 @@ class ModelFitError(BoomerangError):
 
 
 # --------------------------------------------------------------------------- data
+
+
+def dot(a: FloatArray, b: FloatArray) -> float:
+    """Sum of products without BLAS: its worker threads thrash on busy machines, and these
+    memory-bound reductions gain nothing from them."""
+    return float(np.einsum("i,i->", a, b))
 
 
 def as_float_array(values: ArrayLike, name: str) -> FloatArray:
@@ -139,6 +150,10 @@ class RFMData:
     @property
     def n_repeat_buyers(self) -> int:
         return int(round(float(self.weight[self.x > 0].sum())))
+
+    @property
+    def mean_x(self) -> float:
+        return dot(self.weight, self.x) / float(self.weight.sum())
 
     def rescaled(self, scale: float) -> RFMData:
         """The same customers with times divided by ``scale`` (conditioning, not semantics)."""
@@ -278,7 +293,7 @@ def _psd_sqrt(cov: FloatArray) -> FloatArray:
 
 
 def central_gradient(
-    batch: Callable[[FloatArray], FloatArray], theta: FloatArray, step: float = 1e-5
+    batch: BatchObjective, theta: FloatArray, step: float = 1e-5
 ) -> tuple[float, FloatArray]:
     """Value and central-difference gradient from one batched call of the objective.
 
@@ -295,8 +310,34 @@ def central_gradient(
     return float(vals[0]), np.asarray(grad, dtype=np.float64)
 
 
+def batched_hessian(batch: BatchObjective, theta: FloatArray, step: float = 1e-3) -> FloatArray:
+    """Central second differences of the objective, all points in one batched call."""
+    k = theta.shape[0]
+    offsets = [np.zeros(k)]
+    for i in range(k):
+        for sign in (1.0, -1.0):
+            e = np.zeros(k)
+            e[i] = sign * step
+            offsets.append(e)
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    for i, j in pairs:
+        for si, sj in ((1.0, 1.0), (1.0, -1.0), (-1.0, 1.0), (-1.0, -1.0)):
+            e = np.zeros(k)
+            e[i], e[j] = si * step, sj * step
+            offsets.append(e)
+    vals = batch(theta[None, :] + np.array(offsets))
+    hess = np.empty((k, k))
+    for i in range(k):
+        hess[i, i] = (vals[1 + 2 * i] - 2 * vals[0] + vals[2 + 2 * i]) / step**2
+    base = 1 + 2 * k
+    for n, (i, j) in enumerate(pairs):
+        pp, pm, mp, mm = vals[base + 4 * n : base + 4 * n + 4]
+        hess[i, j] = hess[j, i] = (pp - pm - mp + mm) / (4 * step**2)
+    return hess
+
+
 def hessian_from_gradient(objective: Objective, theta: FloatArray, step: float = 1e-4) -> FloatArray:
-    """Symmetrised central differences of the gradient: accurate, cheap for k <= 4."""
+    """Symmetrised central differences of an (analytic) gradient."""
     k = theta.shape[0]
     hess = np.empty((k, k))
     for j in range(k):
@@ -312,6 +353,159 @@ def hessian_from_gradient(objective: Objective, theta: FloatArray, step: float =
 
 
 @dataclass(frozen=True, slots=True)
+class Likelihood:
+    """What a model supplies for fitting, on log-parameters, as a mean per customer.
+
+    ``value_and_gradient`` is required; ``curvature`` (value, gradient, analytic Hessian)
+    switches the optimiser to Newton's method; ``batch`` (values at many parameter rows at
+    once) gives a cheap finite-difference Hessian when there is no analytic one.
+    """
+
+    value_and_gradient: Objective
+    curvature: CurvatureObjective | None = None
+    batch: BatchObjective | None = None
+
+    def hessian(self, theta: FloatArray) -> FloatArray:
+        if self.curvature is not None:
+            return self.curvature(theta)[2]
+        if self.batch is not None:
+            return batched_hessian(self.batch, theta)
+        return hessian_from_gradient(self.value_and_gradient, theta)
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    theta: FloatArray
+    value: float
+    grad: FloatArray
+    iterations: int
+    evaluations: int
+    message: str
+
+
+#: Largest change of any log-parameter in one step (a factor e² on the natural scale).
+_MAX_STEP = 2.0
+_GTOL = 1e-10
+
+
+def _line_search(
+    f: Callable[[FloatArray], tuple[float, FloatArray]],
+    theta: FloatArray,
+    value: float,
+    grad: FloatArray,
+    step: FloatArray,
+) -> tuple[FloatArray, float, FloatArray, int] | None:
+    """Backtracking (Armijo) search along ``step`` inside the parameter box."""
+    size = 1.0
+    for used in range(1, 60):
+        trial = np.clip(theta + size * step, -LOG_BOUND, LOG_BOUND)
+        t_value, t_grad = f(trial)
+        if np.isfinite(t_value) and t_value <= value + 1e-4 * float(grad @ (trial - theta)):
+            return trial, t_value, t_grad, used
+        size /= 2
+    return None
+
+
+def _cap(step: FloatArray) -> FloatArray:
+    largest = float(np.max(np.abs(step)))
+    return step * (_MAX_STEP / largest) if largest > _MAX_STEP else step
+
+
+def _free(theta: FloatArray, grad: FloatArray) -> NDArray[np.bool_]:
+    """Coordinates not pinned to a bound by a gradient pushing outwards."""
+    pinned = ((theta <= -LOG_BOUND) & (grad > 0)) | ((theta >= LOG_BOUND) & (grad < 0))
+    return ~pinned
+
+
+def newton_minimise(curvature: CurvatureObjective, x0: FloatArray, max_iter: int = 200) -> _Run:
+    """Damped Newton in a box: |eigenvalues| of the Hessian (floored) make every step a
+    descent direction even far from the optimum; quadratic convergence near it."""
+    theta = np.clip(x0, -LOG_BOUND, LOG_BOUND)
+    value, grad, hess = curvature(theta)
+    evals = 1
+    cache: dict[bytes, FloatArray] = {}
+
+    def f(point: FloatArray) -> tuple[float, FloatArray]:
+        v, g, h = curvature(point)
+        cache[point.tobytes()] = h
+        return v, g
+
+    message = "iteration limit reached"
+    for it in range(max_iter):
+        free = _free(theta, grad)
+        if float(np.max(np.abs(grad[free]), initial=0.0)) < _GTOL:
+            message = "gradient below tolerance"
+            break
+        vals, vecs = np.linalg.eigh(hess[np.ix_(free, free)])
+        floor = 1e-8 * max(1.0, float(np.max(np.abs(vals))))
+        step = np.zeros_like(theta)
+        step[free] = -(vecs @ ((vecs.T @ grad[free]) / np.maximum(np.abs(vals), floor)))
+        found = _line_search(f, theta, value, grad, _cap(step))
+        if found is None:
+            message = "line search stalled (at the numerical precision limit)"
+            break
+        trial, value, grad, used = found
+        evals += used
+        moved = float(np.max(np.abs(trial - theta)))
+        theta = trial
+        hess = cache.pop(theta.tobytes())
+        cache.clear()
+        if moved < 1e-14:
+            message = "step below tolerance"
+            break
+    return _Run(theta, value, grad, it + 1, evals, message)
+
+
+def bfgs_minimise(objective: Objective, x0: FloatArray, max_iter: int = 1000) -> _Run:
+    """Quasi-Newton (BFGS, inverse-Hessian form) in a box, for likelihoods without an
+    analytic Hessian. Written out because four parameters need no more than this."""
+    theta = np.clip(x0, -LOG_BOUND, LOG_BOUND)
+    value, grad = objective(theta)
+    evals = 1
+    k = theta.shape[0]
+    inv_h = np.eye(k)
+    first = True
+    quiet = 0
+    message = "iteration limit reached"
+    for it in range(max_iter):
+        free = _free(theta, grad)
+        if float(np.max(np.abs(grad[free]), initial=0.0)) < _GTOL:
+            message = "gradient below tolerance"
+            break
+        step = -(inv_h @ grad) * free
+        if float(grad @ step) >= 0:
+            inv_h = np.eye(k)
+            step = -grad * free
+        found = _line_search(objective, theta, value, grad, _cap(step))
+        if found is None:
+            message = "line search stalled (at the numerical precision limit)"
+            break
+        trial, t_value, t_grad, used = found
+        evals += used
+        s, y = trial - theta, t_grad - grad
+        sy = float(s @ y)
+        if sy > 1e-12 * float(np.sqrt((s @ s) * (y @ y))):
+            if first:
+                inv_h = np.eye(k) * (sy / float(y @ y))
+                first = False
+            rho = 1.0 / sy
+            left = np.eye(k) - rho * np.outer(s, y)
+            inv_h = left @ inv_h @ left.T + rho * np.outer(s, s)
+        quiet = quiet + 1 if value - t_value < 1e-15 * (1 + abs(value)) else 0
+        theta, value, grad = trial, t_value, t_grad
+        if quiet >= 3 or float(np.max(np.abs(s))) < 1e-14:
+            message = "no further progress (at the numerical precision limit)"
+            break
+    return _Run(theta, value, grad, it + 1, evals, message)
+
+
+def _minimise(likelihood: Likelihood, x0: FloatArray) -> _Run:
+    if likelihood.curvature is not None:
+        return newton_minimise(likelihood.curvature, x0)
+    return bfgs_minimise(likelihood.value_and_gradient, x0)
+
+
+@dataclass(frozen=True, slots=True)
 class Optimum:
     """The accepted maximum on the log scale; objective values are per customer."""
 
@@ -321,89 +515,84 @@ class Optimum:
 
 
 def maximise_likelihood(
-    objective: Objective,
+    likelihood: Likelihood,
     starts: Sequence[Sequence[float]],
     *,
     n_customers: int,
     model_name: str,
-    screen: Objective | None = None,
+    screen: Likelihood | None = None,
 ) -> Optimum:
     """Maximise a log-likelihood from several starts and vet the optimum.
 
-    ``objective`` returns the *mean* negative log-likelihood per customer (so tolerances do
-    not depend on the number of customers). With ``screen`` (the same objective on a
-    subsample) the starts are compared there and only the best is polished on all data.
-    Raises :class:`ModelFitError` with advice when the optimum cannot be trusted.
+    The likelihood is given as the *mean* negative log-likelihood per customer, so the
+    tolerances do not depend on the number of customers. With ``screen`` (the same
+    likelihood on a subsample) the starts are compared there and only the best one is
+    polished on all data. Raises :class:`ModelFitError` with advice when the optimum cannot
+    be trusted: no convergence, a parameter at its bound, or a Hessian that is not positive
+    definite.
     """
     began = time.perf_counter()
-    k = len(starts[0])
-    bounds = [(-LOG_BOUND, LOG_BOUND)] * k
-    options = {"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9, "maxls": 50}
-    first = screen if screen is not None else objective
-    runs = []
+    first = screen if screen is not None else likelihood
+    runs: list[_Run] = []
     n_iter = n_eval = 0
     for start in starts:
         x0 = np.clip(np.log(np.asarray(start, dtype=np.float64)), -LOG_BOUND + 1, LOG_BOUND - 1)
-        try:
-            res = minimize(first, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
-        except (FloatingPointError, ValueError):
-            continue
-        n_iter += int(res.nit)
-        n_eval += int(res.nfev)
-        if np.isfinite(res.fun):
-            runs.append(res)
-    if not runs:
-        raise ModelFitError(
-            f"{model_name}: the likelihood could not be evaluated from any starting point",
-            hint="check the input summary (times in the stated unit, t_x <= T)",
-        )
-    best = min(runs, key=lambda r: float(r.fun))
-    agreeing = sum(abs(float(r.fun) - float(best.fun)) < 1e-6 for r in runs)
-    if screen is not None:
-        best = minimize(
-            objective, best.x, jac=True, method="L-BFGS-B", bounds=bounds, options=options
-        )
-        n_iter += int(best.nit)
-        n_eval += int(best.nfev)
-    theta = np.asarray(best.x, dtype=np.float64)
-    value, grad = objective(theta)
-    max_grad = float(np.max(np.abs(grad)))
+        with np.errstate(all="ignore"):
+            run = _minimise(first, x0)
+        n_iter += run.iterations
+        n_eval += run.evaluations
+        if np.isfinite(run.value):
+            runs.append(run)
     advice = (
         "too few repeat buyers or too short a calibration period to estimate "
         f"{model_name}; try a longer calibration period or more customers"
     )
-    converged = bool(best.success) or max_grad < 1e-5
-    if not converged or not np.isfinite(value):
+    if not runs:
         raise ModelFitError(
-            f"{model_name}: the optimiser did not converge ({best.message})", hint=advice
+            f"{model_name}: the likelihood could not be evaluated from any starting point",
+            hint=advice,
         )
-    at_bound = np.abs(np.abs(theta) - LOG_BOUND) < 1e-3
-    if np.any(at_bound):
+    best = min(runs, key=lambda r: r.value)
+    agreeing = sum(abs(r.value - best.value) < 1e-7 for r in runs)
+    if screen is not None:
+        with np.errstate(all="ignore"):
+            best = _minimise(likelihood, best.theta)
+        n_iter += best.iterations
+        n_eval += best.evaluations
+    theta = best.theta
+    max_grad = float(np.max(np.abs(best.grad)))
+    if not np.isfinite(best.value) or not max_grad < 1e-6:
+        raise ModelFitError(
+            f"{model_name}: the optimiser did not converge ({best.message}; "
+            f"largest gradient {max_grad:.2g})",
+            hint=advice,
+        )
+    if np.any(np.abs(theta) > LOG_BOUND - 1e-3):
         raise ModelFitError(
             f"{model_name}: a parameter ran to the edge of its range "
             "(the data cannot pin it down)",
             hint=advice,
         )
-    hess = hessian_from_gradient(objective, theta) * n_customers
-    eig = np.linalg.eigvalsh(hess)
-    if not np.all(np.isfinite(eig)) or eig[0] <= 1e-9 * max(1.0, float(eig[-1])):
+    hess = likelihood.hessian(theta)
+    hess = (hess + hess.T) / 2 * n_customers
+    vals, vecs = np.linalg.eigh(hess)
+    if not np.all(np.isfinite(vals)) or vals[0] <= 1e-9 * max(1.0, float(vals[-1])):
         raise ModelFitError(
             f"{model_name}: the likelihood is flat or saddle-shaped at the optimum "
             "(Hessian not positive definite)",
             hint=advice,
         )
-    vals, vecs = np.linalg.eigh(hess)
     cov = (vecs / vals) @ vecs.T
     diagnostics = FitDiagnostics(
         converged=True,
-        message=str(best.message),
+        message=best.message,
         n_starts=len(starts),
         n_starts_agreeing=int(agreeing),
         n_iterations=n_iter,
         n_evaluations=n_eval,
         max_abs_gradient=max_grad,
-        hessian_min_eigenvalue=float(eig[0]),
-        hessian_condition_number=float(eig[-1] / eig[0]),
+        hessian_min_eigenvalue=float(vals[0]),
+        hessian_condition_number=float(vals[-1] / vals[0]),
         seconds=time.perf_counter() - began,
     )
     return Optimum(theta, np.asarray((cov + cov.T) / 2, dtype=np.float64), diagnostics)
@@ -411,7 +600,7 @@ def maximise_likelihood(
 
 def fit_rfm_model(
     cls: type[M],
-    make_objective: Callable[[RFMData], Objective],
+    make_likelihood: Callable[[RFMData], Likelihood],
     data: RFMData,
     starts: Sequence[Sequence[float]],
     *,
@@ -419,11 +608,13 @@ def fit_rfm_model(
     model_name: str,
     seed: int = 0,
 ) -> FittedModel[M]:
-    """Fit a transaction model on compressed data; the common path of BG, MBG and Pareto.
+    """Fit a purchase model on compressed data; the common path of BG, MBG and Pareto.
 
     Times are divided by the mean T during optimisation so starting values and bounds are
-    scale-free; the parameters in ``time_params`` (rates' scale) are mapped back afterwards,
-    and the reported log-likelihood is evaluated on the caller's time unit.
+    scale-free. Only the rate-scale parameters (``time_params``) change with the time unit;
+    they are mapped back afterwards, and the log-likelihood is reported in the caller's
+    unit: rescaling time by c changes each customer's ln L by −x ln c (the density of x
+    event times), nothing else.
     """
     began = time.perf_counter()
     if data.n_customers == 0:
@@ -440,23 +631,20 @@ def fit_rfm_model(
     screen = None
     if scaled.x.shape[0] > SCREEN_CUSTOMERS:
         sub = scaled.subsample(SCREEN_CUSTOMERS, np.random.default_rng(seed))
-        screen = make_objective(sub)
+        screen = make_likelihood(sub)
+    full = make_likelihood(scaled)
     opt = maximise_likelihood(
-        make_objective(scaled),
-        starts,
-        n_customers=data.n_customers,
-        model_name=model_name,
-        screen=screen,
+        full, starts, n_customers=data.n_customers, model_name=model_name, screen=screen
     )
     log_theta = opt.log_theta.copy()
     for name in time_params:
         log_theta[cls.param_names.index(name)] += np.log(scale)
-    value, _ = make_objective(data)(log_theta)
-    diagnostics = replace(opt.diagnostics, seconds=time.perf_counter() - began)
+    value, _ = full.value_and_gradient(opt.log_theta)
+    log_likelihood = -value * data.n_customers - dot(data.weight, data.x) * np.log(scale)
     return FittedModel(
         model=cls.from_vector(np.exp(log_theta)),
-        log_likelihood=-value * data.n_customers,
+        log_likelihood=float(log_likelihood),
         n_customers=data.n_customers,
         log_covariance=opt.log_covariance,
-        diagnostics=diagnostics,
+        diagnostics=replace(opt.diagnostics, seconds=time.perf_counter() - began),
     )

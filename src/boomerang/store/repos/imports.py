@@ -1,12 +1,14 @@
-"""Apply a staged import batch with set-based upserts, and count what changed.
+"""Apply a normalised import batch in one bulk transaction, and count what changed.
 
-Every statement works on whole staging tables (no per-row Python). The caller owns the
-transaction: either the whole batch applies or none of it does. Merge rules:
+Set-based throughout: staging tables and SQL for customers, products, consents and events;
+for orders (the big table) a digest diff in Arrow/polars decides new / changed / unchanged,
+new orders and all affected lines are appended straight into their tables, and only changed
+orders go through an UPDATE. Merge rules:
 
 - customers: a non-empty incoming value replaces the stored one, an empty one keeps it;
   ``registered`` is never downgraded to ``guest``; ``created_at`` keeps the earliest.
-- orders: the file is authoritative for an order it contains; an order whose header or
-  line digest differs is rewritten with its lines.
+- orders: the file is authoritative for an order it contains; an order whose header or lines
+  differ (by digest) is rewritten with its lines.
 - products: non-empty incoming values replace stored ones.
 - consents: a row is appended only when it changes the customer's latest status.
 - events: appended once per dedupe key.
@@ -17,50 +19,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, text
+import polars as pl
+import pyarrow as pa
+
+from boomerang.ingest.batch import row_digest
+from boomerang.store.bulk import BulkSession
 
 CUSTOMER_FIELDS = (
-    "source_id",
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "city",
-    "region",
-    "country",
-    "zip",
-    "timezone",
-    "birthday",
-    "tags",
-    "attributes",
-)
+    "source_id", "email", "phone", "first_name", "last_name", "city", "region", "country",
+    "zip", "timezone", "birthday", "tags", "attributes", "account_status", "created_at",
+)  # fmt: skip
 ORDER_FIELDS = (
-    "customer_id",
-    "email",
-    "placed_at",
-    "currency",
-    "subtotal_minor",
-    "discount_minor",
-    "shipping_minor",
-    "tax_minor",
-    "total_minor",
-    "refunded_minor",
-    "status",
-    "cancelled_at",
-    "discount_code",
-    "channel",
-    "source",
-    "lines_digest",
-)
+    "email", "placed_at", "currency", "subtotal_minor", "discount_minor", "shipping_minor",
+    "tax_minor", "total_minor", "refunded_minor", "status", "cancelled_at", "discount_code",
+    "channel", "source",
+)  # fmt: skip
 LINE_FIELDS = (
-    "line_no",
-    "sku",
-    "name",
-    "category",
-    "quantity",
-    "unit_price_minor",
-    "discount_minor",
-)
+    "line_no", "sku", "name", "category", "quantity", "unit_price_minor", "discount_minor",
+)  # fmt: skip
 PRODUCT_FIELDS = ("name", "category", "price_minor", "currency", "lifespan_days")
 
 
@@ -81,35 +57,22 @@ class ApplyResult:
     events_duplicate: int = 0
 
 
-def _differs(conn: Connection, a: str, b: str) -> str:
-    """Null-safe inequality in the connection's dialect."""
-    op = "IS NOT" if conn.dialect.name == "sqlite" else "IS DISTINCT FROM"
-    return f"({a} {op} {b})"
-
-
-def _any_differs(conn: Connection, pairs: list[tuple[str, str]]) -> str:
-    return "(" + " OR ".join(_differs(conn, a, b) for a, b in pairs) + ")"
-
-
-def _scalar(conn: Connection, sql: str, store_id: int) -> int:
-    return int(conn.execute(text(sql), {"sid": store_id}).scalar_one())
-
-
-def apply_batch(conn: Connection, store_id: int, staged: Mapping[str, str]) -> ApplyResult:
-    """Upsert every staged table (names from `staging.stage_tables`) into the store."""
+def apply_batch(s: BulkSession, store_id: int, frames: Mapping[str, pl.DataFrame]) -> ApplyResult:
+    """Upsert every non-empty frame (see `ingest.batch.FRAME_SCHEMAS`) into the store."""
+    sid = int(store_id)
     result = ApplyResult()
-    if "customers" in staged:
-        result.customers = _upsert_customers(conn, store_id, staged["customers"])
-    if "products" in staged:
-        result.products = _upsert_products(conn, store_id, staged["products"])
-    if "orders" in staged:
-        result.orders = _upsert_orders(conn, store_id, staged["orders"], staged.get("lines"))
-    if "consents" in staged:
-        result.consents_recorded = _append_consents(conn, store_id, staged["consents"])
-    if "events" in staged:
-        result.events_inserted, result.events_duplicate = _append_events(
-            conn, store_id, staged["events"]
-        )
+    present = {k: v for k, v in frames.items() if v.height}
+    if "customers" in present:
+        result.customers = _upsert_customers(s, sid, present["customers"])
+    if "products" in present:
+        result.products = _upsert_products(s, sid, present["products"])
+    if "orders" in present:
+        lines = present.get("lines", pl.DataFrame())
+        result.orders = _upsert_orders(s, sid, present["orders"], lines)
+    if "consents" in present:
+        result.consents_recorded = _append_consents(s, sid, present["consents"])
+    if "events" in present:
+        result.events_inserted, result.events_duplicate = _append_events(s, sid, present["events"])
     return result
 
 
@@ -124,146 +87,181 @@ def _merged_customer(col: str, new: str, old: str) -> str:
     return f"COALESCE({new}.{col}, {old}.{col})"
 
 
-def _upsert_customers(conn: Connection, store_id: int, stage: str) -> Counts:
-    cols = (*CUSTOMER_FIELDS, "account_status", "created_at")
-    changed = _any_differs(conn, [(_merged_customer(c, "s", "c"), f"c.{c}") for c in cols])
+def _any_differs(s: BulkSession, pairs: list[tuple[str, str]]) -> str:
+    return "(" + " OR ".join(s.distinct_from(a, b) for a, b in pairs) + ")"
+
+
+def _count(s: BulkSession, sql: str) -> int:
+    return int(s.scalar(sql) or 0)
+
+
+def _upsert_customers(s: BulkSession, sid: int, frame: pl.DataFrame) -> Counts:
+    stage = s.stage("customers", frame.unique("external_id", keep="first").to_arrow())
+    cols = CUSTOMER_FIELDS
+    changed = _any_differs(s, [(_merged_customer(c, "s", "c"), f"c.{c}") for c in cols])
     join = (
-        f'"{stage}" s LEFT JOIN customers c ON c.store_id = :sid AND c.external_id = s.external_id'
+        f"{stage} s LEFT JOIN customers c ON c.store_id = {sid} AND c.external_id = s.external_id"
     )
-    total = _scalar(conn, f'SELECT count(*) FROM "{stage}"', store_id)
-    new = _scalar(conn, f"SELECT count(*) FROM {join} WHERE c.id IS NULL", store_id)
-    upd = _scalar(
-        conn, f"SELECT count(*) FROM {join} WHERE c.id IS NOT NULL AND {changed}", store_id
-    )
+    total = _count(s, f"SELECT count(*) FROM {stage}")
+    new = _count(s, f"SELECT count(*) FROM {join} WHERE c.id IS NULL")
+    upd = _count(s, f"SELECT count(*) FROM {join} WHERE c.id IS NOT NULL AND {changed}")
     col_list = ", ".join(cols)
     sets = ", ".join(f"{c} = {_merged_customer(c, 'excluded', 'customers')}" for c in cols)
     where = _any_differs(
-        conn, [(_merged_customer(c, "excluded", "customers"), f"customers.{c}") for c in cols]
+        s, [(_merged_customer(c, "excluded", "customers"), f"customers.{c}") for c in cols]
     )
-    conn.execute(
-        text(
-            f"INSERT INTO customers (store_id, external_id, {col_list}) "
-            f'SELECT :sid, external_id, {col_list} FROM "{stage}" WHERE true '
-            f"ON CONFLICT (store_id, external_id) DO UPDATE SET {sets} WHERE {where}"
-        ),
-        {"sid": store_id},
+    s.execute(
+        f"INSERT INTO customers (store_id, external_id, {col_list}) "
+        f"SELECT {sid}, external_id, {col_list} FROM {stage} WHERE true "
+        f"ON CONFLICT (store_id, external_id) DO UPDATE SET {sets} WHERE {where}"
     )
     return Counts(new, upd, total - new - upd)
 
 
-def _upsert_products(conn: Connection, store_id: int, stage: str) -> Counts:
+def _upsert_products(s: BulkSession, sid: int, frame: pl.DataFrame) -> Counts:
+    stage = s.stage("products", frame.unique("sku", keep="first").to_arrow())
     cols = PRODUCT_FIELDS
-    join = f'"{stage}" s LEFT JOIN products p ON p.store_id = :sid AND p.sku = s.sku'
-    changed = _any_differs(conn, [(f"COALESCE(s.{c}, p.{c})", f"p.{c}") for c in cols])
-    total = _scalar(conn, f'SELECT count(*) FROM "{stage}"', store_id)
-    new = _scalar(conn, f"SELECT count(*) FROM {join} WHERE p.id IS NULL", store_id)
-    upd = _scalar(
-        conn, f"SELECT count(*) FROM {join} WHERE p.id IS NOT NULL AND {changed}", store_id
-    )
+    join = f"{stage} s LEFT JOIN products p ON p.store_id = {sid} AND p.sku = s.sku"
+    changed = _any_differs(s, [(f"COALESCE(s.{c}, p.{c})", f"p.{c}") for c in cols])
+    total = _count(s, f"SELECT count(*) FROM {stage}")
+    new = _count(s, f"SELECT count(*) FROM {join} WHERE p.id IS NULL")
+    upd = _count(s, f"SELECT count(*) FROM {join} WHERE p.id IS NOT NULL AND {changed}")
     col_list = ", ".join(cols)
     sets = ", ".join(f"{c} = COALESCE(excluded.{c}, products.{c})" for c in cols)
     where = _any_differs(
-        conn, [(f"COALESCE(excluded.{c}, products.{c})", f"products.{c}") for c in cols]
+        s, [(f"COALESCE(excluded.{c}, products.{c})", f"products.{c}") for c in cols]
     )
-    conn.execute(
-        text(
-            f"INSERT INTO products (store_id, sku, {col_list}) "
-            f'SELECT :sid, sku, {col_list} FROM "{stage}" WHERE true '
-            f"ON CONFLICT (store_id, sku) DO UPDATE SET {sets} WHERE {where}"
-        ),
-        {"sid": store_id},
+    s.execute(
+        f"INSERT INTO products (store_id, sku, {col_list}) "
+        f"SELECT {sid}, sku, {col_list} FROM {stage} WHERE true "
+        f"ON CONFLICT (store_id, sku) DO UPDATE SET {sets} WHERE {where}"
     )
     return Counts(new, upd, total - new - upd)
 
 
-def _upsert_orders(conn: Connection, store_id: int, stage: str, lines: str | None) -> Counts:
-    touched = f"{stage}_touched"
-    resolved = f'"{stage}" s LEFT JOIN customers cu ON cu.store_id = :sid AND cu.external_id = s.customer_key'
-    source_cols = {c: f"s.{c}" for c in ORDER_FIELDS}
-    source_cols["customer_id"] = "cu.id"
-    changed = _any_differs(conn, [(expr, f"o.{c}") for c, expr in source_cols.items()])
-    conn.execute(
-        text(
-            f'CREATE TABLE "{touched}" AS SELECT s.external_id AS external_id, '
-            f"CASE WHEN o.id IS NULL THEN 'new' ELSE 'changed' END AS kind "
-            f"FROM {resolved} LEFT JOIN orders o ON o.store_id = :sid AND o.external_id = s.external_id "
-            f"WHERE o.id IS NULL OR {changed}"
-        ),
-        {"sid": store_id},
+def _order_digests(orders: pl.DataFrame) -> pl.Series:
+    """Digest of everything an import writes for an order (header, customer key, lines)."""
+    return orders.select(
+        row_digest(["customer_key", *ORDER_FIELDS, "lines_digest"]).alias("digest")
+    ).to_series()
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _customer_ids(s: BulkSession, sid: int, keys: pl.Series) -> pl.DataFrame:
+    keys = keys.drop_nulls().unique()
+    if not keys.len():
+        return pl.DataFrame(schema={"customer_key": pl.String, "customer_id": pl.Int64})
+    stage = s.stage("customer_keys", pl.DataFrame({"k": keys}).to_arrow())
+    found = s.fetch_arrow(
+        f"SELECT c.external_id AS customer_key, c.id AS customer_id FROM customers c "
+        f"JOIN {stage} k ON c.store_id = {sid} AND c.external_id = k.k"
     )
-    total = _scalar(conn, f'SELECT count(*) FROM "{stage}"', store_id)
-    new = _scalar(conn, f"SELECT count(*) FROM \"{touched}\" WHERE kind = 'new'", store_id)
-    upd = _scalar(conn, f"SELECT count(*) FROM \"{touched}\" WHERE kind = 'changed'", store_id)
-    if new or upd:
-        col_list = ", ".join(ORDER_FIELDS)
-        exprs = ", ".join(source_cols[c] for c in ORDER_FIELDS)
-        sets = ", ".join(f"{c} = excluded.{c}" for c in ORDER_FIELDS)
-        conn.execute(
-            text(
-                f"INSERT INTO orders (store_id, external_id, {col_list}) "
-                f"SELECT :sid, s.external_id, {exprs} FROM {resolved} "
-                f'JOIN "{touched}" t ON t.external_id = s.external_id WHERE true '
-                f"ON CONFLICT (store_id, external_id) DO UPDATE SET {sets}"
-            ),
-            {"sid": store_id},
+    return _frame(found).cast({"customer_key": pl.String, "customer_id": pl.Int64})
+
+
+def _upsert_orders(s: BulkSession, sid: int, orders: pl.DataFrame, lines: pl.DataFrame) -> Counts:
+    orders = orders.unique("external_id", keep="first", maintain_order=True)
+    orders = orders.with_columns(_order_digests(orders))
+    keys = s.stage("order_keys", orders.select("external_id").to_arrow())
+    existing = _frame(
+        s.fetch_arrow(
+            f"SELECT o.external_id AS external_id, o.id AS id, o.digest AS old_digest "
+            f"FROM orders o JOIN {keys} k ON o.store_id = {sid} AND o.external_id = k.external_id"
         )
-        if upd:
-            conn.execute(
-                text(
-                    "DELETE FROM order_lines WHERE order_id IN (SELECT o.id FROM orders o "
-                    f'JOIN "{touched}" t ON o.store_id = :sid AND o.external_id = t.external_id '
-                    "AND t.kind = 'changed')"
-                ),
-                {"sid": store_id},
+    ).cast({"external_id": pl.String, "id": pl.Int64, "old_digest": pl.String})
+    diffed = orders.join(existing, on="external_id", how="left")
+    new = diffed.filter(pl.col("id").is_null())
+    changed = diffed.filter(pl.col("id").is_not_null() & (pl.col("old_digest") != pl.col("digest")))
+    unchanged = orders.height - new.height - changed.height
+    if not (new.height or changed.height):
+        return Counts(0, 0, unchanged)
+    cmap = _customer_ids(s, sid, pl.concat([new["customer_key"], changed["customer_key"]]))
+    row_cols = ["external_id", "customer_id", *ORDER_FIELDS, "digest"]
+    if new.height:
+        before = int(s.scalar("SELECT COALESCE(MAX(id), 0) FROM orders") or 0)
+        rows = new.join(cmap, on="customer_key", how="left").select(
+            pl.lit(sid, pl.Int64).alias("store_id"), *row_cols
+        )
+        s.append("orders", rows.to_arrow())
+        ids = _frame(
+            s.fetch_arrow(
+                f"SELECT external_id, id FROM orders WHERE store_id = {sid} AND id > {before}"
             )
-        if lines is not None:
-            line_cols = ", ".join(LINE_FIELDS)
-            line_exprs = ", ".join(f"l.{c}" for c in LINE_FIELDS)
-            conn.execute(
-                text(
-                    f"INSERT INTO order_lines (store_id, order_id, {line_cols}) "
-                    f'SELECT :sid, o.id, {line_exprs} FROM "{lines}" l '
-                    f'JOIN "{touched}" t ON t.external_id = l.order_external_id '
-                    "JOIN orders o ON o.store_id = :sid AND o.external_id = l.order_external_id"
-                ),
-                {"sid": store_id},
-            )
-    conn.execute(text(f'DROP TABLE "{touched}"'))
-    return Counts(new, upd, total - new - upd)
+        ).cast({"external_id": pl.String, "id": pl.Int64})
+    else:
+        ids = pl.DataFrame(schema={"external_id": pl.String, "id": pl.Int64})
+    if changed.height:
+        stage = s.stage(
+            "changed_orders",
+            changed.join(cmap, on="customer_key", how="left").select("id", *row_cols).to_arrow(),
+        )
+        sets = ", ".join(f"{c} = s.{c}" for c in row_cols if c != "external_id")
+        s.execute(f"UPDATE orders SET {sets} FROM {stage} s WHERE orders.id = s.id")
+        s.execute(f"DELETE FROM order_lines WHERE order_id IN (SELECT id FROM {stage})")
+        ids = pl.concat([ids, changed.select("external_id", "id")])
+    if lines.height:
+        rows = lines.join(
+            ids.rename({"external_id": "order_external_id", "id": "order_id"}),
+            on="order_external_id",
+            how="inner",
+        ).select("order_id", pl.lit(sid, pl.Int64).alias("store_id"), *LINE_FIELDS)
+        s.append("order_lines", rows.sort("order_id", "line_no").to_arrow())
+    return Counts(new.height, changed.height, unchanged)
 
 
-def _append_consents(conn: Connection, store_id: int, stage: str) -> int:
+def _append_consents(s: BulkSession, sid: int, frame: pl.DataFrame) -> int:
+    stage = s.stage("consents", frame.to_arrow())
+    pending = s.stage(
+        "consent_changes",
+        frame.head(0).with_columns(pl.lit(0, pl.Int64).alias("customer_id")).to_arrow(),
+    )
+    s.execute(
+        f"INSERT INTO {pending} SELECT s.*, c.id FROM {stage} s "
+        f"JOIN customers c ON c.store_id = {sid} AND c.external_id = s.customer_key"
+    )
+    # latest known status per (customer, channel), for the customers in this batch only
     latest = (
-        "(SELECT x.status FROM consents x WHERE x.customer_id = c.id AND x.channel = s.channel "
-        "ORDER BY x.occurred_at DESC, x.id DESC LIMIT 1)"
+        "SELECT customer_id, channel, status FROM (SELECT x.customer_id, x.channel, x.status, "
+        "ROW_NUMBER() OVER (PARTITION BY x.customer_id, x.channel "
+        "ORDER BY x.occurred_at DESC, x.id DESC) AS rn FROM consents x "
+        f"WHERE x.customer_id IN (SELECT customer_id FROM {pending})) ranked WHERE rn = 1"
     )
-    res = conn.execute(
-        text(
-            "INSERT INTO consents (store_id, customer_id, channel, status, source, text_version, "
-            "occurred_at) SELECT :sid, c.id, s.channel, s.status, s.source, s.text_version, "
-            f's.occurred_at FROM "{stage}" s '
-            "JOIN customers c ON c.store_id = :sid AND c.external_id = s.customer_key "
-            f"WHERE COALESCE({latest}, 'withdrawn') <> s.status"
-        ),
-        {"sid": store_id},
+    s.execute(
+        f"DELETE FROM {pending} WHERE EXISTS (SELECT 1 FROM ({latest}) l WHERE "
+        f"l.customer_id = {pending}.customer_id AND l.channel = {pending}.channel "
+        f"AND l.status = {pending}.status)"
     )
-    return int(res.rowcount or 0)
+    # with no history at all, "withdrawn" is the default and records nothing
+    s.execute(
+        f"DELETE FROM {pending} WHERE status = 'withdrawn' AND NOT EXISTS (SELECT 1 FROM consents x "
+        f"WHERE x.customer_id = {pending}.customer_id AND x.channel = {pending}.channel)"
+    )
+    s.execute(
+        "INSERT INTO consents (store_id, customer_id, channel, status, source, text_version, "
+        f"occurred_at) SELECT {sid}, customer_id, channel, status, source, text_version, "
+        f"occurred_at FROM {pending}"
+    )
+    return int(s.scalar(f"SELECT count(*) FROM {pending}") or 0)
 
 
-def _append_events(conn: Connection, store_id: int, stage: str) -> tuple[int, int]:
-    total = _scalar(conn, f'SELECT count(*) FROM "{stage}"', store_id)
-    res = conn.execute(
-        text(
-            "INSERT INTO events (store_id, customer_id, anonymous_id, type, occurred_at, "
-            "properties, dedupe_key) SELECT :sid, COALESCE(c.id, p.id), s.anonymous_id, s.type, "
-            f's.occurred_at, s.properties, s.dedupe_key FROM "{stage}" s '
-            "LEFT JOIN customers c ON c.store_id = :sid AND c.external_id = s.customer_key "
-            # a platform customer id (e.g. Shopify's) resolves through source_id
-            "LEFT JOIN customers p ON c.id IS NULL AND p.store_id = :sid "
-            "AND p.source_id = s.customer_key "
-            "WHERE true ON CONFLICT (store_id, dedupe_key) DO NOTHING"
-        ),
-        {"sid": store_id},
+def _append_events(s: BulkSession, sid: int, frame: pl.DataFrame) -> tuple[int, int]:
+    stage = s.stage("events", frame.unique("dedupe_key", keep="first").to_arrow())
+    fresh = (
+        f"FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.store_id = {sid} "
+        "AND e.dedupe_key = s.dedupe_key)"
     )
-    inserted = int(res.rowcount or 0)
-    return inserted, total - inserted
+    inserted = _count(s, f"SELECT count(*) {fresh}")
+    s.execute(
+        "INSERT INTO events (store_id, customer_id, anonymous_id, type, occurred_at, "
+        f"properties, dedupe_key) SELECT {sid}, COALESCE("
+        f"(SELECT c.id FROM customers c WHERE c.store_id = {sid} AND c.external_id = s.customer_key), "
+        # a platform customer id (e.g. Shopify's) resolves through source_id
+        f"(SELECT MIN(p.id) FROM customers p WHERE p.store_id = {sid} AND p.source_id = s.customer_key)), "
+        f"s.anonymous_id, s.type, s.occurred_at, s.properties, s.dedupe_key {fresh}"
+    )
+    return inserted, frame.height - inserted

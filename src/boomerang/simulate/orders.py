@@ -1,0 +1,397 @@
+"""Orders: when each customer buys (BG/NBD or replenishment), what, and how it ends.
+
+Why no per-customer loop: purchase times come from order statistics (the first c of n
+uniform points on a customer's window are cumulative exponentials over a gamma total), so
+every customer's history is drawn in a handful of array operations over all orders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+from boomerang.simulate.calendar import (
+    MICROS_PER_SECOND,
+    SECONDS_PER_DAY,
+    Calendar,
+    apply_daily_rhythm,
+    black_friday,
+    hour_profile,
+)
+from boomerang.simulate.catalogue import CATEGORIES, Catalogue
+from boomerang.simulate.customers import REPLENISHER, SHOPPER, Population
+from boomerang.simulate.geo import CITIES, STORE_CITY, draw_cities
+from boomerang.simulate.params import SimulationParams
+from boomerang.simulate.util import expand, group_cumsum, round_half_even
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+B = NDArray[np.bool_]
+
+GUEST = 3
+FIRST_ORDER_NUMBER = 1001
+SHOPIFY_ORDER_BASE = 5_480_000_000_000
+MIN_LINE_VALUE = 15.0  # a basket gets at most one line per this much of its target value
+MICROS_PER_DAY = SECONDS_PER_DAY * MICROS_PER_SECOND
+STATUSES = ("paid", "cancelled", "partially_refunded", "refunded", "pending")
+FINANCIAL_STATUSES = ("paid", "voided", "partially_refunded", "refunded", "pending")
+DISCOUNT_CODES = (None, "WELCOME10", "HOLIDAY20")
+DISCOUNT_RATES = (0.0, 0.10, 0.20)
+SHIPPING_METHODS = (
+    None,
+    "Express Shipping",
+    "Free Shipping",
+    "Standard Shipping",
+    "International Shipping",
+)
+
+
+@dataclass(frozen=True)
+class Purchases:
+    """Purchase moments before basket building, in no particular order."""
+
+    owner: I64  # customer index, -1 for a guest
+    kind: I64  # SHOPPER, REPLENISHER or GUEST
+    t: F64  # days since the period start
+    quantity: I64  # staple quantity (replenishers), 0 otherwise
+    alive: B  # per customer: still active at the end of the period
+
+
+def shopper_purchases(
+    rng: np.random.Generator, pop: Population, cal: Calendar, who: I64
+) -> tuple[I64, F64, B]:
+    """BG/NBD histories: first purchase at arrival, then Poisson(λ) in demand time until dropout.
+
+    Returns (owner, time in days, alive-at-end per customer in ``who``).
+    """
+    t0 = pop.acquired[who]
+    tau0 = cal.to_demand_weeks(t0)
+    window = cal.cum_weeks[-1] - tau0
+    lam = pop.lam[who]
+    n = rng.poisson(lam * window)
+    drop_after = rng.geometric(np.clip(pop.dropout[who], 1e-12, 1.0))
+    repeats = np.minimum(n, drop_after)
+    alive = n < drop_after
+    member, _ = expand(repeats)
+    gaps = rng.exponential(size=len(member))
+    partial = group_cumsum(gaps, repeats)
+    # Order statistics of n uniforms: U_(k) = S_k / S_(n+1), S_(n+1) = S_c + Gamma(n - c + 1).
+    total = np.bincount(member, weights=gaps, minlength=len(who)) + rng.gamma(n - repeats + 1.0)
+    tau = tau0[member] + window[member] * partial / total[member]
+    owner = np.concatenate([who, who[member]])
+    t = np.concatenate([t0, cal.from_demand_weeks(tau)])
+    return owner, t, alive
+
+
+def replenisher_purchases(
+    rng: np.random.Generator,
+    pop: Population,
+    cal: Calendar,
+    catalogue: Catalogue,
+    params: SimulationParams,
+    who: I64,
+) -> tuple[I64, F64, I64, B]:
+    """Reorders of one consumable: the next order comes when the last one runs out.
+
+    Gap = lifespan × quantity × LogNormal(0, σ) days; after each repeat purchase the customer
+    drops out with probability p, as in BG/NBD. Returns (owner, t, quantity, alive).
+    """
+    t0 = pop.acquired[who]
+    life = catalogue.lifespan[pop.staple[who]].astype(np.float64)
+    drop_after = rng.geometric(np.clip(pop.dropout[who], 1e-12, 1.0))
+    room = np.floor((cal.days - t0) / (0.45 * life)).astype(np.int64) + 1
+    candidates = np.minimum(drop_after, room) + 1  # the first order and its repeats
+    member, position = expand(candidates)
+    qty = 1 + (rng.random(len(member)) < params.replenish_double_qty).astype(np.int64)
+    previous_qty = np.concatenate([[1], qty[:-1]])
+    jitter = rng.lognormal(0.0, params.replenish_sigma, size=len(member))
+    gap = np.where(position > 0, life[member] * previous_qty * jitter, 0.0)
+    t = t0[member] + group_cumsum(gap, candidates)
+    inside = t < cal.days
+    repeats_seen = np.bincount(member[inside], minlength=len(who)) - 1
+    alive = repeats_seen < drop_after
+    return who[member[inside]], t[inside], qty[inside], alive
+
+
+def draw_purchases(
+    rng: np.random.Generator,
+    pop: Population,
+    cal: Calendar,
+    catalogue: Catalogue,
+    params: SimulationParams,
+) -> Purchases:
+    """All purchase moments: shoppers, replenishers, then guest checkouts on top."""
+    shoppers = np.flatnonzero(pop.segment == SHOPPER)
+    repl = np.flatnonzero(pop.segment == REPLENISHER)
+    s_owner, s_t, s_alive = shopper_purchases(rng, pop, cal, shoppers)
+    r_owner, r_t, r_qty, r_alive = replenisher_purchases(rng, pop, cal, catalogue, params, repl)
+    customer_orders = len(s_owner) + len(r_owner)
+    share = params.guest_order_share
+    guests = int(round(customer_orders * share / (1.0 - share))) if share < 1 else 0
+    g_t = cal.sample_days(rng, guests, params.acquisition_growth)
+    alive = np.zeros(pop.size, dtype=np.bool_)
+    alive[shoppers] = s_alive
+    alive[repl] = r_alive
+    return Purchases(
+        owner=np.concatenate([s_owner, r_owner, np.full(guests, -1, dtype=np.int64)]),
+        kind=np.concatenate(
+            [
+                np.full(len(s_owner), SHOPPER, dtype=np.int64),
+                np.full(len(r_owner), REPLENISHER, dtype=np.int64),
+                np.full(guests, GUEST, dtype=np.int64),
+            ]
+        ),
+        t=np.concatenate([s_t, r_t, g_t]),
+        quantity=np.concatenate([np.zeros(len(s_owner), np.int64), r_qty, np.zeros(guests, np.int64)]),
+        alive=alive,
+    )
+
+
+@dataclass(frozen=True)
+class OrderBook:
+    """Orders (numbered by time) and their lines, with everything the exports need."""
+
+    orders: pl.DataFrame
+    lines: pl.DataFrame  # order_idx, line_no, product, quantity, unit_price_minor, discount_minor
+    alive: B  # per customer
+
+
+def _holiday_days(cal: Calendar) -> B:
+    """Days inside a Black Friday .. December 20 promotion window."""
+    flags = np.zeros(cal.days, dtype=np.bool_)
+    for i in range(cal.days):
+        d = cal.start + timedelta(days=i)
+        bf = black_friday(d.year)
+        flags[i] = bf <= d and (d.month, d.day) <= (12, 20)
+    return flags
+
+
+def build_orders(
+    rng: np.random.Generator,
+    pop: Population,
+    cal: Calendar,
+    catalogue: Catalogue,
+    params: SimulationParams,
+    purchases: Purchases,
+) -> OrderBook:
+    """Number the purchases by time, fill their baskets, and price, tax and settle them."""
+    n_orders = len(purchases.t)
+    owner = purchases.owner
+    guest = owner < 0
+    city = np.where(guest, 0, pop.city[np.maximum(owner, 0)])
+    city[guest] = draw_cities(rng, int(guest.sum()), params.countries)
+    offsets = np.array([c.utc_offset for c in CITIES], dtype=np.float64)
+    t = apply_daily_rhythm(purchases.t, offsets[city], cal.days, hour_profile(params))
+    placed = cal.to_micros(t)
+    # Stable: ties keep the (deterministic) generation order.
+    order = np.argsort(placed, kind="stable")
+    owner, kind, t, placed, city = (
+        owner[order], purchases.kind[order], t[order], placed[order], city[order]
+    )
+    staple_qty = purchases.quantity[order]
+    guest = owner < 0
+
+    # Sequence of each order within its customer (0 = first), after the time sort.
+    by_owner = np.argsort(owner, kind="stable")
+    owners_sorted = owner[by_owner]
+    first_of_group = np.concatenate([[True], owners_sorted[1:] != owners_sorted[:-1]])
+    group_start = np.maximum.accumulate(np.where(first_of_group, np.arange(n_orders), 0))
+    seq = np.empty(n_orders, dtype=np.int64)
+    seq[by_owner] = np.arange(n_orders) - group_start
+    seq[guest] = 0
+
+    pos = np.where(guest, rng.random(n_orders) < params.guest_pos_share,
+                   rng.random(n_orders) < params.customer_pos_share)
+    city = np.where(pos, STORE_CITY, city)
+
+    lines = _baskets(rng, pop, catalogue, params, owner, kind, staple_qty)
+    orders, line_discount = _settle(
+        rng, pop, cal, params, lines, owner, kind, seq, t, placed, city, pos
+    )
+    lines = lines.with_columns(pl.Series("discount_minor", line_discount, pl.Int64))
+    return OrderBook(orders=orders, lines=lines, alive=purchases.alive)
+
+
+def _baskets(
+    rng: np.random.Generator,
+    pop: Population,
+    catalogue: Catalogue,
+    params: SimulationParams,
+    owner: I64,
+    kind: I64,
+    staple_qty: I64,
+) -> pl.DataFrame:
+    """Lines per order: value-targeted picks (gamma-gamma) or a replenisher's staple."""
+    n_orders = len(owner)
+    guest = owner < 0
+    safe_owner = np.maximum(owner, 0)
+    # Guests draw their own ν: they are one-off buyers of the same population.
+    nu = np.where(guest, rng.gamma(params.q, 1.0 / params.gamma, size=n_orders), pop.nu[safe_owner])
+    value = rng.gamma(params.p, 1.0 / nu)
+    repl = kind == REPLENISHER
+    extra = rng.poisson(params.extra_lines_mean, size=n_orders)
+    cap = np.clip(np.floor(value / MIN_LINE_VALUE), 1, params.max_lines).astype(np.int64)
+    n_lines = np.minimum(1 + extra, cap)
+    repl_extra = rng.random(n_orders) < params.replenish_extra_line
+    n_picked = np.where(repl, repl_extra.astype(np.int64), n_lines)
+
+    member, _ = expand(n_picked)
+    weight = rng.gamma(2.0, size=len(member))
+    weight_sum = np.bincount(member, weights=weight, minlength=n_orders)
+    target = value[member] * weight / weight_sum[member]
+    favourite = np.where(guest, -1, pop.favourite[safe_owner])[member]
+    popular = rng.choice(len(CATEGORIES), size=len(member), p=catalogue.popularity)
+    use_fav = (favourite >= 0) & (rng.random(len(member)) < params.favourite_category_share)
+    use_fav &= ~repl[member]
+    category = np.where(use_fav, favourite, popular).astype(np.int64)
+    consumable = np.array([bool(c.lifespans) for c in CATEGORIES])[category]
+    u = rng.random(len(member))
+    qty = 1 + (u < np.where(consumable, 0.25, 0.08)) + (u < np.where(consumable, 0.05, 0.0))
+    top = catalogue.price[catalogue.category_start + catalogue.category_count - 1][category]
+    qty = np.maximum(qty, np.ceil(target / top)).astype(np.int64)
+    product = catalogue.nearest(rng, category, target / qty)
+
+    staple_orders = np.flatnonzero(repl)
+    all_order = np.concatenate([staple_orders, member])
+    all_product = np.concatenate([pop.staple[owner[staple_orders]], product])
+    all_qty = np.concatenate([staple_qty[staple_orders], qty])
+    by_order = np.argsort(all_order, kind="stable")  # staple first, then picks in order
+    order_idx, product, quantity = all_order[by_order], all_product[by_order], all_qty[by_order]
+    # The same product picked twice in one basket becomes one line with the summed quantity.
+    first = np.arange(len(order_idx))
+    for k in range(1, params.max_lines + 1):
+        same = np.zeros(len(order_idx), dtype=np.bool_)
+        same[k:] = (order_idx[k:] == order_idx[:-k]) & (product[k:] == product[:-k])
+        first[same] = np.flatnonzero(same) - k
+    quantity = np.bincount(first, weights=quantity, minlength=len(first)).astype(np.int64)
+    kept = first == np.arange(len(first))
+    order_idx, product, quantity = order_idx[kept], product[kept], quantity[kept]
+    counts = np.bincount(order_idx, minlength=n_orders)
+    _, position = expand(counts)
+    prices = catalogue.frame["price_minor"].to_numpy()
+    return pl.DataFrame(
+        {
+            "order_idx": order_idx,
+            "line_no": position + 1,
+            "product": product,
+            "quantity": quantity,
+            "unit_price_minor": prices[product].astype(np.int64),
+        }
+    )
+
+
+def _settle(
+    rng: np.random.Generator,
+    pop: Population,
+    cal: Calendar,
+    params: SimulationParams,
+    lines: pl.DataFrame,
+    owner: I64,
+    kind: I64,
+    seq: I64,
+    t: F64,
+    placed: I64,
+    city: I64,
+    pos: B,
+) -> tuple[pl.DataFrame, I64]:
+    """Discounts, shipping, tax, totals, then payment, refund, cancellation and fulfilment.
+
+    Returns the orders and each line's discount (aligned with ``lines``).
+    """
+    n = len(owner)
+    guest = owner < 0
+    line_order = lines["order_idx"].to_numpy()
+    gross_line = lines["quantity"].to_numpy() * lines["unit_price_minor"].to_numpy()
+
+    holiday = _holiday_days(cal)[np.clip(np.floor(t).astype(np.int64), 0, cal.days - 1)]
+    welcome = (~guest) & (seq == 0) & (rng.random(n) < params.welcome_code_share)
+    festive = holiday & (rng.random(n) < params.holiday_code_share)
+    code = np.where(festive, 2, np.where(welcome, 1, 0))
+    code = np.where(pos, 0, code)
+    rate = np.array(DISCOUNT_RATES)[code]
+    line_discount = round_half_even(gross_line * rate[line_order])
+    discount = np.bincount(line_order, weights=line_discount, minlength=n).astype(np.int64)
+    gross = np.bincount(line_order, weights=gross_line, minlength=n).astype(np.int64)
+    subtotal = gross - discount
+
+    domestic = np.array([c.country == "US" for c in CITIES])[city]
+    express = (~pos) & (rng.random(n) < params.express_share)
+    free = subtotal >= round(params.free_shipping_over * 100)
+    cents = {k: round(getattr(params, k) * 100) for k in (
+        "shipping_express", "shipping_domestic", "shipping_international")}
+    shipping = np.select(
+        [pos, express, free, domestic],
+        [0, cents["shipping_express"], 0, cents["shipping_domestic"]],
+        cents["shipping_international"],
+    ).astype(np.int64)
+    method = np.select([pos, express, free, domestic], [0, 1, 2, 3], 4)
+    tax_rate = np.array([c.tax_rate for c in CITIES])[city]
+    tax = round_half_even(subtotal * tax_rate)
+    total = subtotal + shipping + tax
+
+    # Outcomes: cancelled, refunded (full or partial), pending (only very recent), paid.
+    u = rng.random(n)
+    age_days = cal.days - t
+    cancelled = u < params.cancel_rate
+    refunded = (~cancelled) & (u < params.cancel_rate + params.refund_rate) & (age_days > 3)
+    partial = refunded & (rng.random(n) < params.partial_refund_share)
+    pending = (~cancelled) & (~refunded) & (age_days < params.pending_days)
+    pending &= rng.random(n) < params.pending_share
+    refund_share = rng.uniform(0.15, 0.6, size=n)
+    refund = np.where(partial, round_half_even(total * refund_share), np.where(refunded, total, 0))
+    refund = np.minimum(refund, total)
+    status = np.select([cancelled, partial, refunded, pending], [1, 2, 3, 4], 0)
+    end = cal.end_us - MICROS_PER_SECOND
+    seconds = MICROS_PER_SECOND
+    cancel_at = np.minimum(placed + round_half_even(rng.exponential(3 * 3600, n)) * seconds, end)
+    paid = ~(cancelled | pending)
+    paid_at = placed + rng.integers(2, 60, size=n) * seconds
+    ship_delay = np.where(pos, 0, rng.integers(SECONDS_PER_DAY // 2, 3 * SECONDS_PER_DAY, size=n))
+    fulfilled_at = placed + ship_delay * seconds
+    fulfilled = paid & (fulfilled_at <= end)
+
+    safe = np.maximum(owner, 0)
+    opted = (~guest) & pop.email_opt_in[safe]
+    unsub = pop.unsubscribed[safe]
+    accepts = opted & (np.isnan(unsub) | (unsub > t))
+
+    frame = pl.DataFrame(
+        {
+            "order_idx": np.arange(n, dtype=np.int64),
+            "number": FIRST_ORDER_NUMBER + np.arange(n, dtype=np.int64),
+            "shopify_id": SHOPIFY_ORDER_BASE + np.arange(n, dtype=np.int64) * 1_013,
+            "owner": owner,
+            "kind": kind,
+            "seq": seq,
+            "placed_at": placed,
+            "city": city,
+            "pos": pos,
+            "gross_minor": gross,
+            "discount_minor": discount,
+            "subtotal_minor": subtotal,
+            "shipping_minor": shipping,
+            "tax_minor": tax,
+            "total_minor": total,
+            "refunded_minor": refund.astype(np.int64),
+            "status": pl.Series(STATUSES)[status],
+            "financial_status": pl.Series(FINANCIAL_STATUSES)[status],
+            "discount_code": pl.Series(DISCOUNT_CODES)[code],
+            "shipping_method": pl.Series(SHIPPING_METHODS)[method],
+            "accepts_marketing": accepts,
+            "cancelled_at": cancel_at,
+            "paid_at": paid_at,
+            "fulfilled_at": fulfilled_at,
+            "is_cancelled": cancelled,
+            "is_paid": paid,
+            "is_fulfilled": fulfilled,
+        }
+    ).with_columns(
+        pl.when(pl.col("is_cancelled")).then(pl.col("cancelled_at")),
+        pl.when(pl.col("is_paid")).then(pl.col("paid_at")),
+        pl.when(pl.col("is_fulfilled")).then(pl.col("fulfilled_at")),
+    )
+    return frame.drop("is_cancelled", "is_paid", "is_fulfilled"), line_discount
