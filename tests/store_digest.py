@@ -24,7 +24,7 @@ QUERIES = {
     "orders": (
         "SELECT o.external_id, c.external_id, o.email, o.placed_at, o.currency, o.subtotal_minor, "
         "o.discount_minor, o.shipping_minor, o.tax_minor, o.total_minor, o.refunded_minor, "
-        "o.status, o.cancelled_at, o.discount_code, o.channel, o.source, o.lines_digest "
+        "o.status, o.cancelled_at, o.discount_code, o.channel, o.source, o.digest "
         "FROM orders o LEFT JOIN customers c ON c.id = o.customer_id ORDER BY o.external_id"
     ),
     "order_lines": (

@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from boomerang.cli import customers, db, imports, simulate, stores
+from boomerang.cli import customers, db, demo, imports, simulate, stores
 from boomerang.cli.common import err_console
 from boomerang.errors import BoomerangError
 
@@ -22,6 +22,7 @@ app.add_typer(db.app, name="db")
 app.command("import")(imports.import_file)
 app.command("simulate")(simulate.simulate)
 app.command("stores")(stores.list_stores)
+app.command("demo")(demo.demo)
 app.add_typer(customers.app, name="customers")
 
 

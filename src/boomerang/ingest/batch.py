@@ -152,16 +152,19 @@ def validate(
             bad = bad & when[target]
         exprs += [parsed.value.alias(target), bad.alias(f"__bad_{target}")]
     out = frame.with_columns(exprs)
+    # Rejects quote the file's own value: read it (and evaluate reasons) on the input
+    # columns, since a target may reuse its source's name (e.g. "status" -> "status").
+    flagged = frame.hstack(out.select(f"__bad_{t}" for t in checks))
     pieces = []
     for target, (src, parsed) in checks.items():
-        bad_rows = out.filter(pl.col(f"__bad_{target}"))
+        bad_rows = flagged.filter(pl.col(f"__bad_{target}"))
         if bad_rows.height:
             pieces.append(
                 bad_rows.select(
                     pl.col(ROW).alias("row"),
                     pl.lit(src).alias("column"),
                     pl.col(src).cast(pl.String).alias("value")
-                    if src in out.columns
+                    if src in frame.columns
                     else pl.lit(None, pl.String).alias("value"),
                     (pl.lit(parsed.reason) if isinstance(parsed.reason, str) else parsed.reason)
                     .cast(pl.String)
@@ -182,7 +185,7 @@ def reject_whole_groups(
     marked = frame.with_columns(pl.col(ROW).is_in(bad_rows.implode()).alias("__bad"))
     bad_keys = marked.filter(pl.col("__bad"))[key].unique()
     in_bad_group = pl.col(key).is_in(bad_keys.implode())
-    first_bad = marked.filter(pl.col("__bad")).group_by(key).agg(pl.col(ROW).min().alias("__first"))
+    first_bad = marked.filter(pl.col("__bad")).group_by(key).agg(pl.col(ROW).min().alias("__first_bad_row"))
     siblings = (
         marked.filter(in_bad_group & ~pl.col("__bad"))
         .join(first_bad, on=key, how="left")
@@ -193,7 +196,7 @@ def reject_whole_groups(
             pl.format(
                 f"{what} {{}} not imported: its row {{}} was rejected",
                 pl.col(key),
-                pl.col("__first"),
+                pl.col("__first_bad_row"),
             ).alias("reason"),
         )
     )

@@ -17,7 +17,7 @@ from boomerang.domain.money import currency_exponent
 from boomerang.errors import InputError
 from boomerang.ingest import fields as f
 from boomerang.ingest.batch import ParsedBatch, conform, reject_whole_groups, validate
-from boomerang.ingest.csvfile import ROW, read_text_table
+from boomerang.ingest.csvfile import read_text_table
 from boomerang.ingest.options import ReadOptions
 from boomerang.ingest.orders_common import (
     attach_digest,
@@ -143,8 +143,8 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
         lines.group_by("order_external_id")
         .agg(
             col("placed_at").min(),
-            col("customer_key").sort_by(ROW).first(),
-            col("country").sort_by(ROW).first(),
+            col("customer_key").first(),
+            col("country").first(),
             col("__amount").sum().alias("subtotal_minor"),
         )
         .rename({"order_external_id": "external_id"})
@@ -152,7 +152,10 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
             col("customer_key").alias("source_id"),
             col("subtotal_minor").alias("total_minor"),
             pl.lit(currency).alias("currency"),
-            *(pl.lit(0, pl.Int64).alias(c) for c in ("discount_minor", "shipping_minor", "tax_minor", "refunded_minor")),
+            *(
+                pl.lit(0, pl.Int64).alias(c)
+                for c in ("discount_minor", "shipping_minor", "tax_minor", "refunded_minor")
+            ),
             pl.when(col("external_id").str.starts_with("C"))
             .then(pl.lit("refunded"))
             .otherwise(pl.lit("paid"))

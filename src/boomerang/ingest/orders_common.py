@@ -84,12 +84,12 @@ def latest_consents(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def unit_price_from_total(total: pl.Expr, quantity: pl.Expr) -> pl.Expr:
-    """Unit price (minor units) for a line known only by its total: rounded up, so the line's
-    discount (quantity x unit - total) is never negative and the net stays exact."""
-    q = quantity.abs()
-    whole = pl.when(q > 0).then(total // q).otherwise(total)
-    rem = pl.when(q > 0).then(total % q).otherwise(0)
-    return whole + (rem > 0).cast(pl.Int64)
+    """Unit price (minor units) of a line known by its total: total / quantity rounded up.
+
+    Why up: the line keeps ``quantity x unit - discount = total`` exactly, and for a positive
+    quantity the implied discount is never negative. A zero quantity keeps the total as price.
+    """
+    return pl.when(quantity != 0).then(-((-total) // quantity)).otherwise(total)
 
 
 def key_customers(orders: pl.DataFrame) -> pl.DataFrame:

@@ -6,7 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from boomerang.errors import InputError
-from boomerang.ingest import online_retail, shopify
+from boomerang.ingest import (
+    events,
+    generic,
+    online_retail,
+    shopify,
+    shopify_customers,
+    woocommerce,
+)
 from boomerang.ingest.batch import ParsedBatch
 from boomerang.ingest.options import ReadOptions
 
@@ -14,7 +21,11 @@ Reader = Callable[[Path, ReadOptions], ParsedBatch]
 
 READERS: dict[str, Reader] = {
     "shopify-orders": shopify.read_orders,
+    "shopify-customers": shopify_customers.read_customers,
+    "woocommerce-orders": woocommerce.read_orders,
     "online-retail": online_retail.read_orders,
+    "csv": generic.read_orders,
+    "events": events.read_events,
 }
 
 

@@ -77,14 +77,20 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
     src = {c: pl.col(c) for c in (*ORDER_REQUIRED, *ORDER_OPTIONAL)}
     frame = raw.with_columns(
         src["Name"].alias("order_external_id"),
-        src["Currency"].str.to_uppercase().fill_null(options.currency).alias("currency"),
+        # line rows carry no currency: they take their order's (first row's)
+        src["Currency"]
+        .str.to_uppercase()
+        .forward_fill()
+        .over("Name")
+        .fill_null(options.currency.upper())
+        .alias("__currency"),
         src["Billing Country"].alias("__country_raw"),
     )
     frame = frame.with_columns(
         f.lookup(frame, pl.col("__country_raw"), f.country_code).alias("country"),
         (pl.col(ROW) == pl.col(ROW).min().over("order_external_id")).alias("__first"),
     )
-    exp = f.exponent_of(pl.col("currency"))
+    exp = f.exponent_of(pl.col("__currency"))
     fmt = f.choose_format(frame, src["Created at"], TIME_FORMATS)
     phone_src = pl.coalesce(src["Phone"], src["Billing Phone"])
     first = pl.col("__first")
@@ -103,6 +109,7 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
         ),
         "cancelled_at": ("Cancelled at", f.timestamp(src["Cancelled at"], fmt, options.timezone)),
         "email": ("Email", f.email(src["Email"])),
+        "currency": ("Currency", f.currency(src["Currency"])),
         "phone": ("Phone", f.phone(frame, phone_src, pl.col("country"))),
         "subtotal_minor": ("Subtotal", f.money(src["Subtotal"], exp)),
         "shipping_minor": ("Shipping", f.money(src["Shipping"], exp)),
@@ -124,6 +131,7 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
         "placed_at",
         "cancelled_at",
         "email",
+        "currency",
         "phone",
         "subtotal_minor",
         "shipping_minor",
@@ -139,6 +147,7 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
     names = src["Billing Name"].str.split_exact(" ", 1)
     orders = heads.with_columns(
         pl.col("email").alias("customer_key"),
+        pl.col("currency").fill_null(options.currency.upper()),
         _status(src["Financial Status"], pl.col("cancelled_at")).alias("status"),
         src["Discount Code"].alias("discount_code"),
         pl.when(src["Source"].str.to_lowercase() == "pos")

@@ -219,9 +219,10 @@ def _consents(customers: pl.DataFrame, occurred_at: int, *, sms: bool) -> pl.Dat
         customers.filter(pl.col(flag).is_not_null() & pl.col(needs).is_not_null()).select(
             pl.col("external_id").alias("customer_key"),
             pl.lit(channel).alias("channel"),
-            pl.when(pl.col(flag)).then(pl.lit("granted")).otherwise(pl.lit("withdrawn")).alias(
-                "status"
-            ),
+            pl.when(pl.col(flag))
+            .then(pl.lit("granted"))
+            .otherwise(pl.lit("withdrawn"))
+            .alias("status"),
             pl.lit(CONSENT_SOURCE).alias("source"),
             pl.lit(occurred_at, pl.Int64).alias("occurred_at"),
         )

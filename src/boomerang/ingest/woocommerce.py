@@ -20,7 +20,7 @@ import polars as pl
 from boomerang.errors import InputError
 from boomerang.ingest import fields as f
 from boomerang.ingest.batch import ParsedBatch, conform, reject_whole_groups, validate
-from boomerang.ingest.csvfile import ROW, read_text_table
+from boomerang.ingest.csvfile import read_text_table
 from boomerang.ingest.options import ReadOptions
 from boomerang.ingest.orders_common import (
     attach_digest,
@@ -198,7 +198,10 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
         return item_src or name
 
     checks: dict[str, tuple[str, f.Parsed]] = {
-        ORDER_KEY: (key_column, f.required(col(ORDER_KEY), f.text(col(ORDER_KEY), 100), "order id")),
+        ORDER_KEY: (
+            key_column,
+            f.required(col(ORDER_KEY), f.text(col(ORDER_KEY), 100), "order id"),
+        ),
         "placed_at": (
             "order_date",
             f.required(
@@ -247,6 +250,8 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
         )
     line_level = {"quantity", "item_subtotal_minor", "item_total_minor", "sku", "name", "__items"}
     when = {k: first for k in checks if k not in line_level and k != ORDER_KEY}
+    if layout == "order":  # an empty line_items is reported once, not per missing field
+        when.update({k: col(ITEM_TEXT).is_not_null() for k in line_level if k != "__items"})
     parsed, rejects = validate(frame, checks, when=when)
     rejects = rejects.with_columns(
         pl.col("column").replace(ITEM_TEXT, "line_items"),
@@ -276,45 +281,57 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
     heads = parsed.filter(first).join(subtotals, on=ORDER_KEY, how="left")
     customer_id = pl.when(col("customer_id") != "0").then(col("customer_id"))
     status = col("status").fill_null("paid")
-    orders = key_customers(
-        heads.with_columns(
-            pl.coalesce(col("__customer_email"), col("__billing_email")).alias("email"),
-            col(ORDER_KEY).alias("external_id"),
-            customer_id.alias("source_id"),
+    orders = (
+        key_customers(
+            heads.with_columns(
+                pl.coalesce(col("__customer_email"), col("__billing_email")).alias("email"),
+                col(ORDER_KEY).alias("external_id"),
+                customer_id.alias("source_id"),
+            )
         )
-    ).with_columns(
-        col("discount_minor").fill_null(col("cart_discount_minor")).fill_null(0),
-        col("shipping_minor").fill_null(0),
-        (col("tax_minor").fill_null(0) + col("shipping_tax_minor").fill_null(0)).alias(
-            "tax_minor"
-        ),
-        col("total_minor").fill_null(
-            col("subtotal_minor")
-            + col("shipping_minor").fill_null(0)
-            + col("shipping_tax_minor").fill_null(0)
-            + col("tax_minor").fill_null(0)
-            + col("fee_minor").fill_null(0)
-        ),
-        _coupons(heads).alias("discount_code"),
-        pl.lit("online").alias("channel"),
-        pl.lit("woocommerce").alias("source"),
-        col("billing_state_code").fill_null(col("billing_state")).str.slice(0, 200).alias("region"),
-    ).with_columns(
-        pl.when(status == "refunded")
-        .then(col("refunded_minor").fill_null(col("total_minor")))
-        .otherwise(col("refunded_minor").fill_null(0))
-        .alias("refunded_minor"),
-    ).with_columns(
-        pl.when(
-            (status == "paid")
-            & (col("refunded_minor") > 0)
-            & (col("refunded_minor") < col("total_minor"))
+        .with_columns(
+            col("discount_minor").fill_null(col("cart_discount_minor")).fill_null(0),
+            col("shipping_minor").fill_null(0),
+            (col("tax_minor").fill_null(0) + col("shipping_tax_minor").fill_null(0)).alias(
+                "tax_minor"
+            ),
+            col("total_minor").fill_null(
+                col("subtotal_minor")
+                + col("shipping_minor").fill_null(0)
+                + col("shipping_tax_minor").fill_null(0)
+                + col("tax_minor").fill_null(0)
+                + col("fee_minor").fill_null(0)
+            ),
+            _coupons(heads).alias("discount_code"),
+            pl.lit("online").alias("channel"),
+            pl.lit("woocommerce").alias("source"),
+            col("billing_state_code")
+            .fill_null(col("billing_state"))
+            .str.slice(0, 200)
+            .alias("region"),
         )
-        .then(pl.lit("partially_refunded"))
-        .when((status == "paid") & (col("refunded_minor") >= col("total_minor")) & (col("refunded_minor") > 0))
-        .then(pl.lit("refunded"))
-        .otherwise(status)
-        .alias("status"),
+        .with_columns(
+            pl.when(status == "refunded")
+            .then(col("refunded_minor").fill_null(col("total_minor")))
+            .otherwise(col("refunded_minor").fill_null(0))
+            .alias("refunded_minor"),
+        )
+        .with_columns(
+            pl.when(
+                (status == "paid")
+                & (col("refunded_minor") > 0)
+                & (col("refunded_minor") < col("total_minor"))
+            )
+            .then(pl.lit("partially_refunded"))
+            .when(
+                (status == "paid")
+                & (col("refunded_minor") >= col("total_minor"))
+                & (col("refunded_minor") > 0)
+            )
+            .then(pl.lit("refunded"))
+            .otherwise(status)
+            .alias("status"),
+        )
     )
     lines = lines.select(
         "order_external_id",
@@ -329,7 +346,17 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
     orders = attach_digest(orders, lines)
     customers = customers_from_orders(
         orders,
-        ["source_id", "email", "phone", "first_name", "last_name", "city", "region", "country", "zip"],
+        [
+            "source_id",
+            "email",
+            "phone",
+            "first_name",
+            "last_name",
+            "city",
+            "region",
+            "country",
+            "zip",
+        ],
     ).with_columns(
         pl.when(col("source_id").is_not_null())
         .then(pl.lit("registered"))
@@ -349,4 +376,3 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
         rejects=rejects,
         guest_orders=orders.filter(col("customer_key").is_null()).height,
     )
-

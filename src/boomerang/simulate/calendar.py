@@ -113,13 +113,13 @@ def apply_daily_rhythm(
 ) -> F64:
     """Move each moment within its *local* day so the hours follow the profile.
 
-    The day itself never changes, so counts per day (and the purchase process) are kept;
-    a moment pushed outside the period keeps its original time.
+    The day itself never changes, so counts per day (and the purchase process) are kept.
+    The map is non-decreasing in t (moments pushed outside the period are clipped to it), so
+    a customer's orders keep their order.
     """
     local = t_days + utc_offset_hours / 24.0
     day = np.floor(local)
     grid, cdf = profile
     frac = np.interp(local - day, cdf, grid)
     moved = day + frac - utc_offset_hours / 24.0
-    inside = (moved >= 0.0) & (moved < days)
-    return np.where(inside, moved, t_days)
+    return np.clip(moved, 0.0, np.nextafter(float(days), 0.0))

@@ -141,19 +141,30 @@ class Catalogue:
         return np.array([i for i, c in enumerate(CATEGORIES) if c.lifespans], dtype=np.int64)
 
     def nearest(self, rng: np.random.Generator, category: I64, target: F64) -> I64:
-        """Per line: a product of ``category`` whose price brackets ``target`` (unbiased)."""
-        key = category.astype(np.float64) * 1e7 + target
-        sorted_key = self.category.astype(np.float64) * 1e7 + self.price
-        idx = np.searchsorted(sorted_key, key)
+        """Per line: a product of ``category`` whose price brackets ``target`` (unbiased).
+
+        The upper neighbour is chosen with probability (target - lower) / (upper - lower), so
+        the expected price equals the target inside the category's price range.
+        """
+        table = self._ceiling_table()
+        cents = np.clip(np.ceil(target * 100.0), 0, table.shape[1] - 1).astype(np.int64)
+        upper = table[category, cents]
         first = self.category_start[category]
-        last = first + self.category_count[category] - 1
-        upper = np.clip(idx, first, last)
-        lower = np.clip(idx - 1, first, last)
+        lower = np.maximum(upper - 1, first)
         gap = self.price[upper] - self.price[lower]
-        share = np.divide(
-            target - self.price[lower], gap, out=np.ones_like(target), where=gap > 0
-        )
+        share = np.divide(target - self.price[lower], gap, out=np.ones_like(target), where=gap > 0)
         return np.where(rng.random(len(target)) < share, upper, lower)
+
+    def _ceiling_table(self) -> I64:
+        """[category, cents] -> first product of the category priced at least that much."""
+        cents = np.round(self.price * 100).astype(np.int64)
+        top = int(cents.max()) + 1
+        table = np.empty((len(self.category_start), top), dtype=np.int64)
+        grid = np.arange(top)
+        for c, (start, count) in enumerate(zip(self.category_start, self.category_count, strict=True)):
+            prices = cents[start : start + count]
+            table[c] = start + np.minimum(np.searchsorted(prices, grid), count - 1)
+        return table
 
     def random_products(self, rng: np.random.Generator, category: I64) -> I64:
         """A uniformly chosen product of each given category."""

@@ -141,10 +141,8 @@ def draw_population(
     address1 = pl.DataFrame({"no": street_no, "street": street}).select(
         pl.concat_str(pl.col("no").cast(pl.String), pl.lit(" "), pl.col("street")).alias("a")
     )["a"]
-    born = np.datetime64("1950-01-01") + rng.integers(0, 20_000, size=n).astype("timedelta64[D]")
-    has_birthday = rng.random(n) < params.birthday_share
-    birthday = pl.Series("birthday", born.astype(str))
-    birthday = keep(birthday, has_birthday)
+    born = pl.Series(rng.integers(-7305, 12_784, size=n), dtype=pl.Int32).cast(pl.Date)
+    birthday = keep(born.cast(pl.String).alias("birthday"), rng.random(n) < params.birthday_share)
 
     return Population(
         segment=segment,

@@ -139,25 +139,34 @@ def draw_cities(rng: np.random.Generator, n: int, countries: dict[str, float]) -
 
 
 def draw_phones(rng: np.random.Generator, city: I64) -> pl.Series:
-    """A valid-looking E.164 number per person, in their city's numbering plan."""
+    """A valid-looking E.164 number per person, in their city's numbering plan.
+
+    NANP (US, CA): +1, the city's area code, an exchange 200-999 (not 555 nor N11), 4 digits.
+    Elsewhere: a mobile prefix of the country and its subscriber digits.
+    """
     n = len(city)
-    country = np.array([c.country for c in CITIES])[city]
-    # NANP: +1, area code, exchange 200-999 (not 555 nor N11), 4 digits.
     exchange = rng.integers(200, 1000, size=n)
     exchange = np.where((exchange == 555) | (exchange % 100 == 11), exchange + 1, exchange)
-    area = np.array([c.area_code for c in CITIES])[city]
-    prefix = np.char.add(np.char.add("+1", area), exchange.astype(str)).astype("<U16")
-    number = rng.integers(0, 10_000, size=n)
-    width = np.full(n, 4, dtype=np.int64)
     pick = rng.random(n)
-    mobile = rng.integers(0, 100_000_000, size=n)
-    for code, (prefixes, digits) in MOBILE_PLANS.items():
-        mask = country == code
-        choice = np.array(prefixes)[(pick[mask] * len(prefixes)).astype(np.int64)]
-        prefix[mask] = choice
-        number[mask] = mobile[mask] % (10**digits)
-        width[mask] = digits
-    frame = pl.DataFrame({"prefix": prefix, "number": number, "width": width})
+    subscriber = rng.integers(0, 100_000_000, size=n)
+    # Per city: its prefixes (NANP: "+1" + area code) and the digits that follow.
+    prefix_table: list[str] = []
+    first = np.zeros(len(CITIES), dtype=np.int64)
+    count = np.zeros(len(CITIES), dtype=np.int64)
+    width = np.zeros(len(CITIES), dtype=np.int64)
+    for i, c in enumerate(CITIES):
+        prefixes, digits = MOBILE_PLANS.get(c.country, ((f"+1{c.area_code}",), 7))
+        first[i], count[i], width[i] = len(prefix_table), len(prefixes), digits
+        prefix_table.extend(prefixes)
+    nanp = np.array([c.country in ("US", "CA") for c in CITIES])[city]
+    prefix = first[city] + (pick * count[city]).astype(np.int64)
+    digits = width[city]
+    number = np.where(
+        nanp, exchange * 10_000 + subscriber % 10_000, subscriber % np.power(10, digits)
+    )
+    frame = pl.DataFrame(
+        {"prefix": pl.Series(prefix_table).gather(prefix), "number": number, "width": digits}
+    )
     return frame.select(
         pl.concat_str(
             pl.col("prefix"), pl.col("number").cast(pl.String).str.zfill(pl.col("width"))

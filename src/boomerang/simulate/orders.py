@@ -57,16 +57,18 @@ class Purchases:
     owner: I64  # customer index, -1 for a guest
     kind: I64  # SHOPPER, REPLENISHER or GUEST
     t: F64  # days since the period start
+    seq: I64  # 0 for a customer's first order, then 1, 2, ... (guests: 0)
     quantity: I64  # staple quantity (replenishers), 0 otherwise
     alive: B  # per customer: still active at the end of the period
 
 
 def shopper_purchases(
     rng: np.random.Generator, pop: Population, cal: Calendar, who: I64
-) -> tuple[I64, F64, B]:
+) -> tuple[I64, F64, I64, B]:
     """BG/NBD histories: first purchase at arrival, then Poisson(λ) in demand time until dropout.
 
-    Returns (owner, time in days, alive-at-end per customer in ``who``).
+    Returns (owner, time in days, seq, alive-at-end per customer in ``who``); each customer's
+    orders are consecutive and in time order.
     """
     t0 = pop.acquired[who]
     tau0 = cal.to_demand_weeks(t0)
@@ -76,15 +78,14 @@ def shopper_purchases(
     drop_after = rng.geometric(np.clip(pop.dropout[who], 1e-12, 1.0))
     repeats = np.minimum(n, drop_after)
     alive = n < drop_after
-    member, _ = expand(repeats)
-    gaps = rng.exponential(size=len(member))
-    partial = group_cumsum(gaps, repeats)
-    # Order statistics of n uniforms: U_(k) = S_k / S_(n+1), S_(n+1) = S_c + Gamma(n - c + 1).
+    # Order statistics of n uniforms: U_(k) = S_k / S_(n+1), S_(n+1) = S_c + Gamma(n - c + 1),
+    # with S_k the running sum of unit exponentials. Slot 0 of each customer is the first order.
+    member, seq = expand(repeats + 1)
+    gaps = np.where(seq > 0, rng.exponential(size=len(member)), 0.0)
+    partial = group_cumsum(gaps, repeats + 1)
     total = np.bincount(member, weights=gaps, minlength=len(who)) + rng.gamma(n - repeats + 1.0)
     tau = tau0[member] + window[member] * partial / total[member]
-    owner = np.concatenate([who, who[member]])
-    t = np.concatenate([t0, cal.from_demand_weeks(tau)])
-    return owner, t, alive
+    return who[member], cal.from_demand_weeks(tau), seq, alive
 
 
 def replenisher_purchases(
@@ -94,11 +95,11 @@ def replenisher_purchases(
     catalogue: Catalogue,
     params: SimulationParams,
     who: I64,
-) -> tuple[I64, F64, I64, B]:
+) -> tuple[I64, F64, I64, I64, B]:
     """Reorders of one consumable: the next order comes when the last one runs out.
 
     Gap = lifespan × quantity × LogNormal(0, σ) days; after each repeat purchase the customer
-    drops out with probability p, as in BG/NBD. Returns (owner, t, quantity, alive).
+    drops out with probability p, as in BG/NBD. Returns (owner, t, seq, quantity, alive).
     """
     t0 = pop.acquired[who]
     life = catalogue.lifespan[pop.staple[who]].astype(np.float64)
@@ -114,7 +115,7 @@ def replenisher_purchases(
     inside = t < cal.days
     repeats_seen = np.bincount(member[inside], minlength=len(who)) - 1
     alive = repeats_seen < drop_after
-    return who[member[inside]], t[inside], qty[inside], alive
+    return who[member[inside]], t[inside], position[inside], qty[inside], alive
 
 
 def draw_purchases(
@@ -127,8 +128,10 @@ def draw_purchases(
     """All purchase moments: shoppers, replenishers, then guest checkouts on top."""
     shoppers = np.flatnonzero(pop.segment == SHOPPER)
     repl = np.flatnonzero(pop.segment == REPLENISHER)
-    s_owner, s_t, s_alive = shopper_purchases(rng, pop, cal, shoppers)
-    r_owner, r_t, r_qty, r_alive = replenisher_purchases(rng, pop, cal, catalogue, params, repl)
+    s_owner, s_t, s_seq, s_alive = shopper_purchases(rng, pop, cal, shoppers)
+    r_owner, r_t, r_seq, r_qty, r_alive = replenisher_purchases(
+        rng, pop, cal, catalogue, params, repl
+    )
     customer_orders = len(s_owner) + len(r_owner)
     share = params.guest_order_share
     guests = int(round(customer_orders * share / (1.0 - share))) if share < 1 else 0
@@ -146,7 +149,10 @@ def draw_purchases(
             ]
         ),
         t=np.concatenate([s_t, r_t, g_t]),
-        quantity=np.concatenate([np.zeros(len(s_owner), np.int64), r_qty, np.zeros(guests, np.int64)]),
+        seq=np.concatenate([s_seq, r_seq, np.zeros(guests, np.int64)]),
+        quantity=np.concatenate(
+            [np.zeros(len(s_owner), np.int64), r_qty, np.zeros(guests, np.int64)]
+        ),
         alive=alive,
     )
 
@@ -187,22 +193,15 @@ def build_orders(
     offsets = np.array([c.utc_offset for c in CITIES], dtype=np.float64)
     t = apply_daily_rhythm(purchases.t, offsets[city], cal.days, hour_profile(params))
     placed = cal.to_micros(t)
-    # Stable: ties keep the (deterministic) generation order.
-    order = np.argsort(placed, kind="stable")
+    # Orders are numbered by time; ties keep generation order (the key is unique).
+    key = (placed - cal.start_us) // MICROS_PER_SECOND * n_orders + np.arange(n_orders)
+    order = pl.Series(key).arg_sort().to_numpy()
     owner, kind, t, placed, city = (
         owner[order], purchases.kind[order], t[order], placed[order], city[order]
     )
+    seq = purchases.seq[order]
     staple_qty = purchases.quantity[order]
     guest = owner < 0
-
-    # Sequence of each order within its customer (0 = first), after the time sort.
-    by_owner = np.argsort(owner, kind="stable")
-    owners_sorted = owner[by_owner]
-    first_of_group = np.concatenate([[True], owners_sorted[1:] != owners_sorted[:-1]])
-    group_start = np.maximum.accumulate(np.where(first_of_group, np.arange(n_orders), 0))
-    seq = np.empty(n_orders, dtype=np.int64)
-    seq[by_owner] = np.arange(n_orders) - group_start
-    seq[guest] = 0
 
     pos = np.where(guest, rng.random(n_orders) < params.guest_pos_share,
                    rng.random(n_orders) < params.customer_pos_share)
@@ -225,53 +224,61 @@ def _baskets(
     kind: I64,
     staple_qty: I64,
 ) -> pl.DataFrame:
-    """Lines per order: value-targeted picks (gamma-gamma) or a replenisher's staple."""
+    """Lines per order: value-targeted picks (gamma-gamma) or a replenisher's staple.
+
+    Lines are laid out order by order from the start (staple first), so no sort is needed.
+    """
     n_orders = len(owner)
     guest = owner < 0
     safe_owner = np.maximum(owner, 0)
-    # Guests draw their own ν: they are one-off buyers of the same population.
-    nu = np.where(guest, rng.gamma(params.q, 1.0 / params.gamma, size=n_orders), pop.nu[safe_owner])
+    # Guests draw their own ν: they are one-off buyers from the same population.
+    nu = pop.nu[safe_owner]
+    nu[guest] = rng.gamma(params.q, 1.0 / params.gamma, size=int(guest.sum()))
     value = rng.gamma(params.p, 1.0 / nu)
     repl = kind == REPLENISHER
     extra = rng.poisson(params.extra_lines_mean, size=n_orders)
     cap = np.clip(np.floor(value / MIN_LINE_VALUE), 1, params.max_lines).astype(np.int64)
-    n_lines = np.minimum(1 + extra, cap)
-    repl_extra = rng.random(n_orders) < params.replenish_extra_line
-    n_picked = np.where(repl, repl_extra.astype(np.int64), n_lines)
+    repl_extra = (rng.random(n_orders) < params.replenish_extra_line).astype(np.int64)
+    n_picked = np.where(repl, repl_extra, np.minimum(1 + extra, cap))
+    n_lines = n_picked + repl
 
-    member, _ = expand(n_picked)
-    weight = rng.gamma(2.0, size=len(member))
+    order_idx, position = expand(n_lines)
+    staple = repl[order_idx] & (position == 0)
+    pick = np.flatnonzero(~staple)
+    member = order_idx[pick]
+    weight = rng.gamma(2.0, size=len(pick))
     weight_sum = np.bincount(member, weights=weight, minlength=n_orders)
     target = value[member] * weight / weight_sum[member]
-    favourite = np.where(guest, -1, pop.favourite[safe_owner])[member]
-    popular = rng.choice(len(CATEGORIES), size=len(member), p=catalogue.popularity)
-    use_fav = (favourite >= 0) & (rng.random(len(member)) < params.favourite_category_share)
-    use_fav &= ~repl[member]
-    category = np.where(use_fav, favourite, popular).astype(np.int64)
+    favourite = np.where(guest | repl, -1, pop.favourite[safe_owner])[member]
+    popular = rng.choice(len(CATEGORIES), size=len(pick), p=catalogue.popularity)
+    use_fav = (favourite >= 0) & (rng.random(len(pick)) < params.favourite_category_share)
+    category = np.where(use_fav, favourite, popular)
     consumable = np.array([bool(c.lifespans) for c in CATEGORIES])[category]
-    u = rng.random(len(member))
+    u = rng.random(len(pick))
     qty = 1 + (u < np.where(consumable, 0.25, 0.08)) + (u < np.where(consumable, 0.05, 0.0))
     top = catalogue.price[catalogue.category_start + catalogue.category_count - 1][category]
     qty = np.maximum(qty, np.ceil(target / top)).astype(np.int64)
-    product = catalogue.nearest(rng, category, target / qty)
 
-    staple_orders = np.flatnonzero(repl)
-    all_order = np.concatenate([staple_orders, member])
-    all_product = np.concatenate([pop.staple[owner[staple_orders]], product])
-    all_qty = np.concatenate([staple_qty[staple_orders], qty])
-    by_order = np.argsort(all_order, kind="stable")  # staple first, then picks in order
-    order_idx, product, quantity = all_order[by_order], all_product[by_order], all_qty[by_order]
+    product = np.empty(len(order_idx), dtype=np.int64)
+    quantity = np.empty(len(order_idx), dtype=np.int64)
+    product[pick] = catalogue.nearest(rng, category, target / qty)
+    quantity[pick] = qty
+    staple_rows = np.flatnonzero(staple)
+    product[staple_rows] = pop.staple[owner[order_idx[staple_rows]]]
+    quantity[staple_rows] = staple_qty[order_idx[staple_rows]]
+
     # The same product picked twice in one basket becomes one line with the summed quantity.
     first = np.arange(len(order_idx))
-    for k in range(1, params.max_lines + 1):
-        same = np.zeros(len(order_idx), dtype=np.bool_)
-        same[k:] = (order_idx[k:] == order_idx[:-k]) & (product[k:] == product[:-k])
-        first[same] = np.flatnonzero(same) - k
-    quantity = np.bincount(first, weights=quantity, minlength=len(first)).astype(np.int64)
-    kept = first == np.arange(len(first))
-    order_idx, product, quantity = order_idx[kept], product[kept], quantity[kept]
-    counts = np.bincount(order_idx, minlength=n_orders)
-    _, position = expand(counts)
+    for k in range(1, int(n_lines.max(initial=1))):
+        same = np.flatnonzero(
+            (order_idx[k:] == order_idx[:-k]) & (product[k:] == product[:-k])
+        ) + k
+        first[same] = same - k
+    if (first != np.arange(len(first))).any():
+        quantity = np.bincount(first, weights=quantity, minlength=len(first)).astype(np.int64)
+        kept = first == np.arange(len(first))
+        order_idx, product, quantity = order_idx[kept], product[kept], quantity[kept]
+        _, position = expand(np.bincount(order_idx, minlength=n_orders))
     prices = catalogue.frame["price_minor"].to_numpy()
     return pl.DataFrame(
         {
@@ -390,6 +397,7 @@ def _settle(
             "is_fulfilled": fulfilled,
         }
     ).with_columns(
+        pl.format("#{}", pl.col("number")).alias("name"),
         pl.when(pl.col("is_cancelled")).then(pl.col("cancelled_at")),
         pl.when(pl.col("is_paid")).then(pl.col("paid_at")),
         pl.when(pl.col("is_fulfilled")).then(pl.col("fulfilled_at")),

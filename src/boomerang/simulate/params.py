@@ -163,17 +163,17 @@ class SimulationParams:
 def benchmark_params() -> SimulationParams:
     """About 10 orders and 20 events per customer over 730 days: the 1M/10M/20M benchmark.
 
-    Loyal, frequent buyers (mean λ 0.2/week, mean dropout 0.04) and a tracker that records a
-    tenth of the sessions keep the events near two per order.
+    Loyal, frequent buyers (mean λ 0.32/week, mean dropout 0.04) and a tracker that records
+    a fifth of the sessions keep the events near two per order.
     """
     return replace(
         SimulationParams(),
         buyer_share=0.9,
-        r=2.0,
+        r=3.2,
         alpha=10.0,
         a=0.6,
         b=14.0,
-        tracking_rate=0.12,
+        tracking_rate=0.2,
         abandoned_sessions_per_order=0.5,
         anonymous_visitors_per_customer=0.3,
         open_rate_active=0.02,

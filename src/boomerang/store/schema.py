@@ -98,7 +98,7 @@ products = Table(
     Column("category", String(200)),
     Column("price_minor", BigInteger),
     Column("currency", String(3)),
-    Column("lifespan_days", Integer),
+    Column("lifespan_days", BigInteger),
     Column("attributes", Text),
     UniqueConstraint("store_id", "sku"),
 )
@@ -125,7 +125,7 @@ orders = Table(
     Column("channel", String(16), nullable=False),
     Column("source", String(32), nullable=False),
     # Digest of the order's header and lines: lets an import tell "unchanged" cheaply.
-    Column("digest", String(32), nullable=False),
+    Column("digest", String(48), nullable=False),
     UniqueConstraint("store_id", "external_id"),
     Index("ix_orders_store_customer_placed", "store_id", "customer_id", "placed_at"),
 )
@@ -134,12 +134,12 @@ order_lines = Table(
     "order_lines",
     metadata,
     Column("order_id", Id, ForeignKey("orders.id"), primary_key=True),
-    Column("line_no", Integer, primary_key=True),
+    Column("line_no", BigInteger, primary_key=True),
     _store_fk(),
     Column("sku", String(200)),
     Column("name", String(500)),
     Column("category", String(200)),
-    Column("quantity", Integer, nullable=False),
+    Column("quantity", BigInteger, nullable=False),
     Column("unit_price_minor", BigInteger, nullable=False),
     Column("discount_minor", BigInteger, nullable=False),
     sqlite_with_rowid=False,  # one B-tree keyed (order_id, line_no): faster bulk appends

@@ -119,13 +119,13 @@ def unique_rows(
     new = np.ones(n, dtype=bool)
     new[1:] = np.any([c[order][1:] != c[order][:-1] for c in columns], axis=0)
     starts = np.flatnonzero(new)
-    counts = np.diff(np.append(starts, n)).astype(np.float64)
-    out = [c[order][starts] for c in columns]
-    inverse = None
+    run_lengths = np.diff(np.append(starts, n)).astype(np.float64)
+    firsts = [c[order][starts] for c in columns]
+    positions = None
     if return_inverse:
-        inverse = np.empty(n, dtype=np.int64)
-        inverse[order] = np.cumsum(new) - 1
-    return out, counts, inverse
+        positions = np.empty(n, dtype=np.int64)
+        positions[order] = np.cumsum(new) - 1
+    return firsts, run_lengths, positions
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +145,11 @@ class RFMData:
 
     @property
     def n_customers(self) -> int:
-        return int(round(float(self.weight.sum())))
+        return round(float(self.weight.sum()))
 
     @property
     def n_repeat_buyers(self) -> int:
-        return int(round(float(self.weight[self.x > 0].sum())))
+        return round(float(self.weight[self.x > 0].sum()))
 
     @property
     def mean_x(self) -> float:
@@ -431,7 +431,8 @@ def newton_minimise(curvature: CurvatureObjective, x0: FloatArray, max_iter: int
         return v, g
 
     message = "iteration limit reached"
-    for it in range(max_iter):
+    it = 0
+    for it in range(max_iter):  # noqa: B007 (reported after the loop)
         free = _free(theta, grad)
         if float(np.max(np.abs(grad[free]), initial=0.0)) < _GTOL:
             message = "gradient below tolerance"
@@ -467,7 +468,8 @@ def bfgs_minimise(objective: Objective, x0: FloatArray, max_iter: int = 1000) ->
     first = True
     quiet = 0
     message = "iteration limit reached"
-    for it in range(max_iter):
+    it = 0
+    for it in range(max_iter):  # noqa: B007 (reported after the loop)
         free = _free(theta, grad)
         if float(np.max(np.abs(grad[free]), initial=0.0)) < _GTOL:
             message = "gradient below tolerance"

@@ -84,7 +84,7 @@ def upgrade() -> None:
         sa.Column("category", sa.String(length=200), nullable=True),
         sa.Column("price_minor", sa.BigInteger(), nullable=True),
         sa.Column("currency", sa.String(length=3), nullable=True),
-        sa.Column("lifespan_days", sa.Integer(), nullable=True),
+        sa.Column("lifespan_days", sa.BigInteger(), nullable=True),
         sa.Column("attributes", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["store_id"], ["stores.id"], name=op.f("fk_products_store_id_stores")
@@ -181,7 +181,7 @@ def upgrade() -> None:
         sa.Column("discount_code", sa.String(length=200), nullable=True),
         sa.Column("channel", sa.String(length=16), nullable=False),
         sa.Column("source", sa.String(length=32), nullable=False),
-        sa.Column("digest", sa.String(length=32), nullable=False),
+        sa.Column("digest", sa.String(length=48), nullable=False),
         sa.ForeignKeyConstraint(
             ["customer_id"], ["customers.id"], name=op.f("fk_orders_customer_id_customers")
         ),
@@ -201,12 +201,12 @@ def upgrade() -> None:
     op.create_table(
         "order_lines",
         sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("line_no", sa.Integer(), nullable=False),
+        sa.Column("line_no", sa.BigInteger(), nullable=False),
         sa.Column("store_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("sku", sa.String(length=200), nullable=True),
         sa.Column("name", sa.String(length=500), nullable=True),
         sa.Column("category", sa.String(length=200), nullable=True),
-        sa.Column("quantity", sa.Integer(), nullable=False),
+        sa.Column("quantity", sa.BigInteger(), nullable=False),
         sa.Column("unit_price_minor", sa.BigInteger(), nullable=False),
         sa.Column("discount_minor", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(

@@ -1,0 +1,41 @@
+"""`boomerang demo`: the main job on a simulated store (what `make demo` runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from boomerang.cli.common import console
+from boomerang.cli.imports import print_summary
+from boomerang.domain.money import Money
+from boomerang.services.demo import run_demo
+
+
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Folder for the demo store (recreated).")] = Path("demo"),
+    customers: Annotated[int, typer.Option("--customers", help="Simulated customers.")] = 20_000,
+    days: Annotated[int, typer.Option("--days", help="Simulated days of history.")] = 730,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 7,
+) -> None:
+    """Simulate a store as Shopify exports, import them, and show what Boomerang sees."""
+    with console.status("demo") as status:
+        result = run_demo(
+            directory, customers=customers, days=days, seed=seed, on_step=status.update
+        )
+    console.rule("simulated store")
+    for line in result.simulation:
+        console.print(line)
+    for summary in result.imports:
+        console.rule(f"import {summary.kind}")
+        print_summary(summary)
+    totals = result.totals
+    if totals is not None:
+        console.rule("store totals")
+        revenue = Money.from_minor(totals.net_revenue_minor, totals.currency)
+        console.print(
+            f"store '{totals.name}': {totals.customers:,} customers, {totals.orders:,} orders, "
+            f"{totals.events:,} events, net revenue {revenue}"
+        )
+    console.print(f"database: {result.db}")
