@@ -231,7 +231,7 @@ def _line(e: dict[str, Any], *, offset_minutes: int, spaced: bool) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(events, st.integers(0, 3))
 def test_dedupe_key_is_stable(e: dict[str, Any], position: int) -> None:
     """Same event -> same key, whatever its spacing, escaping, offset or line; else another key."""

@@ -117,8 +117,8 @@ class Engine:
         return self.con.execute(expr)
 
     def close(self) -> None:
-        if self.backend_name == "duckdb":
-            self.con.disconnect()
+        """Nothing to release eagerly: cached tables and the in-memory database go with the
+        engine object (closing first would make Ibis' cache finalizers fail)."""
 
 
 def local_spark() -> Any:

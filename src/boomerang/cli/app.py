@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from boomerang.cli import customers, db, demo, imports, simulate, stores
+from boomerang.cli import cohorts, customers, db, demo, imports, metrics, report, simulate, stores
 from boomerang.cli.common import err_console
 from boomerang.errors import BoomerangError
 
@@ -24,6 +24,9 @@ app.command("simulate")(simulate.simulate)
 app.command("stores")(stores.list_stores)
 app.command("demo")(demo.demo)
 app.add_typer(customers.app, name="customers")
+app.command("metrics")(metrics.metrics_command)
+app.command("cohorts")(cohorts.cohorts_command)
+app.command("report")(report.report_command)
 
 
 def main() -> None:

@@ -29,6 +29,11 @@ from boomerang.ingest.options import ReadOptions
 FIELDS = ("event_id", "type", "occurred_at", "customer_id", "email", "anonymous_id")
 _SHAPE = "{" + ",".join(f'"{k}":"VARCHAR"' for k in FIELDS) + ',"properties":"JSON"}'
 LINE = "__line"
+OCCURRED = "__occurred_us"
+# YYYY-MM-DD, T or space, HH:MM[:SS[.fraction]], then Z, +HH, +HHMM or +HH:MM (or nothing)
+ISO_8601 = (
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)?"
+)
 REJECT_VALUE_CHARS = 200
 
 
@@ -59,61 +64,52 @@ def read_lines(path: Path) -> pl.DataFrame:
     )
     lines = pl.from_arrow(text)
     assert isinstance(lines, pl.Series)
+    # JSON tolerates the "\r" of CRLF and surrounding blanks: no copy to strip them
+    blank = pl.col(LINE).str.contains(r"^\s*$")
     return (
         lines.alias(LINE)
-        .str.strip_chars()
         .to_frame()
         .with_row_index(ROW, offset=1)
         .with_columns(pl.col(ROW).cast(pl.Int64))
-        .filter(pl.col(LINE) != "")
+        .filter(~blank)
     )
 
 
 def _parse_json(con: duckdb.DuckDBPyConnection, lines: pl.DataFrame) -> pl.DataFrame:
-    """The known fields as text (null when absent) and ``__parsed`` (false: not JSON)."""
+    """The known fields as text (null when absent), ``__parsed`` (false: not JSON) and
+    ``occurred_at`` read as epoch microseconds UTC in ``OCCURRED`` (null: not ISO-8601)."""
     con.register("lines", lines.select(LINE).to_arrow())
-    table = con.sql(f"SELECT try(json_transform({LINE}, '{_SHAPE}')) AS s FROM lines")
+    t = "upper(s.occurred_at)"
+    table = con.sql(
+        f"SELECT s IS NOT NULL AS __parsed, s.*, CASE WHEN regexp_full_match({t}, '{ISO_8601}') "
+        f"THEN epoch_us(try_cast({t} AS TIMESTAMPTZ)) END AS {OCCURRED} "
+        f"FROM (SELECT try(json_transform({LINE}, '{_SHAPE}')) AS s FROM lines)"
+    )
     parsed = pl.from_arrow(table.to_arrow_table())
     con.unregister("lines")
     assert isinstance(parsed, pl.DataFrame)
-    return pl.concat(
-        [
-            lines,
-            parsed.select(pl.col("s").is_not_null().alias("__parsed"), pl.col("s").struct.unnest()),
-        ],
-        how="horizontal",
-    )
+    return pl.concat([lines, parsed], how="horizontal")
 
 
-def _timestamp(src: pl.Expr, tz: str) -> f.Parsed:
-    """ISO-8601 with an offset (``Z``, ``+02:00``, ``+0200``); naive times are read in ``tz``.
-
-    One stated format family, not a guess: a ``T`` or a space between date and time,
-    optional seconds fraction; the offset's presence decides how the time is read.
-    """
-    norm = (
-        src.str.replace(r"^(\d{4}-\d{2}-\d{2})[ tT]", "${1}T")
-        .str.replace(r"[zZ]$", "+00:00")
-        .str.replace(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})($|[+-])", "${1}:00${2}")
-    )
-    aware = norm.str.to_datetime(
-        "%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC", time_unit="us"
-    )
-    naive = norm.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
-    local = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
-    has_offset = norm.str.contains(r"T.*[+-]\d{2}:?\d{2}$")
-    value = pl.when(has_offset).then(aware.dt.epoch("us")).otherwise(local.dt.epoch("us"))
-    return f.Parsed(
-        value,
-        src.is_not_null() & value.is_null(),
-        "not an ISO-8601 date-time like 2025-03-01T10:00:00+01:00",
-    )
+def _connect(path: Path, tz: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB whose session time zone reads offset-less times."""
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    try:
+        con.execute("SET TimeZone = ?", [tz])
+    except duckdb.Error as exc:
+        con.close()
+        raise InputError(
+            f"{path}: unknown time zone {tz!r} for times without an offset",
+            hint="pass --timezone with an IANA name such as Europe/Paris",
+        ) from exc
+    return con
 
 
 def _md5(con: duckdb.DuckDBPyConnection, texts: pl.Series) -> pl.Series:
-    """Hex MD5 of each text, computed vectorised (stable across versions, unlike pl.hash)."""
+    """ "h:" + hex MD5 of each text, vectorised (stable across versions, unlike pl.hash)."""
     con.register("keys", texts.alias("k").to_frame().to_arrow())
-    out = pl.from_arrow(con.sql("SELECT md5(k) AS h FROM keys").to_arrow_table())
+    out = pl.from_arrow(con.sql("SELECT 'h:' || md5(k) AS h FROM keys").to_arrow_table())
     con.unregister("keys")
     assert isinstance(out, pl.DataFrame)
     return out["h"]
@@ -135,25 +131,21 @@ def dedupe_keys(events: pl.DataFrame, con: duckdb.DuckDBPyConnection | None = No
         ],
         separator="\x1f",
     )
+    anonymous = events["event_id"].is_null()
     own = con is None
     db = duckdb.connect() if con is None else con
-    try:
-        hashed = _md5(db, events.select(basis).to_series())
+    try:  # only events without an event_id need hashing
+        hashed = _md5(db, events.filter(anonymous).select(basis).to_series())
     finally:
         if own:
             db.close()
-    return (
-        events.with_columns(hashed.alias("__h"))
-        .select(pl.coalesce(pl.col("event_id"), pl.lit("h:") + pl.col("__h")))
-        .to_series()
-        .alias("dedupe_key")
-    )
+    return events["event_id"].alias("dedupe_key").scatter(anonymous.arg_true(), hashed)
 
 
 def read_events(path: Path, options: ReadOptions) -> ParsedBatch:
     """Events, plus a guest customer for every email seen (sign-ups who never bought)."""
     lines = read_lines(path)
-    con = duckdb.connect()
+    con = _connect(path, options.timezone)
     try:
         return _read(path, options, con, lines)
     finally:
@@ -166,7 +158,7 @@ def _read(
     frame = _parse_json(con, lines)
     col = pl.col
     ok = col("__parsed")
-    is_object = col(LINE).str.starts_with("{")
+    is_object = col(LINE).str.contains(r"^\s*\{")
     props = col("properties")
     no_identity = col("customer_id").is_null() & col("email").is_null()
     no_identity = no_identity & col("anonymous_id").is_null()
@@ -188,7 +180,13 @@ def _read(
         "occurred_at": (
             "occurred_at",
             f.required(
-                col("occurred_at"), _timestamp(col("occurred_at"), options.timezone), "occurred_at"
+                col("occurred_at"),
+                f.Parsed(
+                    col(OCCURRED),
+                    col("occurred_at").is_not_null() & col(OCCURRED).is_null(),
+                    "not an ISO-8601 date-time like 2025-03-01T10:00:00+01:00",
+                ),
+                "occurred_at",
             ),
         ),
         "email": ("email", f.email(col("email"))),
@@ -214,7 +212,7 @@ def _read(
     parsed, rejects = validate(frame, checks, when=when)
     rejects = rejects.with_columns(
         pl.col("column").replace(LINE, "line"),
-        pl.col("value").str.slice(0, REJECT_VALUE_CHARS),
+        pl.col("value").str.strip_chars().str.slice(0, REJECT_VALUE_CHARS),
     ).sort("row", "column")
     bad = rejects["row"].unique().implode()
     kept = parsed.filter(~col(ROW).is_in(bad)).with_columns(

@@ -154,7 +154,7 @@ def _status(raw: pl.Expr) -> f.Parsed:
     )
 
 
-def _coupons(frame: pl.DataFrame) -> pl.Expr:
+def _coupons() -> pl.Expr:
     """Coupon codes joined by commas, from ``coupon_items`` (code:X|amount:Y;...) or ``coupons``."""
     packed = pl.col("coupon_items").str.extract_all(r"(?:^|[;|])code:([^|;]*)")
     codes = packed.list.eval(pl.element().str.replace(r"^[;|]?code:", "").str.strip_chars())
@@ -302,7 +302,7 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
                 + col("tax_minor").fill_null(0)
                 + col("fee_minor").fill_null(0)
             ),
-            _coupons(heads).alias("discount_code"),
+            _coupons().alias("discount_code"),
             pl.lit("online").alias("channel"),
             pl.lit("woocommerce").alias("source"),
             col("billing_state_code")

@@ -133,8 +133,9 @@ class Catalogue:
 
     @property
     def popularity(self) -> F64:
-        w = np.array([c.popularity for c in CATEGORIES])
-        return w / w.sum()
+        w = np.array([c.popularity for c in CATEGORIES], dtype=np.float64)
+        share: F64 = w / w.sum()
+        return share
 
     @property
     def consumable_categories(self) -> I64:
@@ -147,13 +148,15 @@ class Catalogue:
         the expected price equals the target inside the category's price range.
         """
         table = self._ceiling_table()
-        cents = np.clip(np.ceil(target * 100.0), 0, table.shape[1] - 1).astype(np.int64)
-        upper = table[category, cents]
+        width = table.shape[1]
+        cents = np.minimum(np.ceil(target * 100.0), width - 1).astype(np.int64)
+        upper = table.ravel()[category * width + cents]
         first = self.category_start[category]
         lower = np.maximum(upper - 1, first)
         gap = self.price[upper] - self.price[lower]
         share = np.divide(target - self.price[lower], gap, out=np.ones_like(target), where=gap > 0)
-        return np.where(rng.random(len(target)) < share, upper, lower)
+        chosen: I64 = np.where(rng.random(len(target)) < share, upper, lower)
+        return chosen
 
     def _ceiling_table(self) -> I64:
         """[category, cents] -> first product of the category priced at least that much."""
@@ -161,7 +164,9 @@ class Catalogue:
         top = int(cents.max()) + 1
         table = np.empty((len(self.category_start), top), dtype=np.int64)
         grid = np.arange(top)
-        for c, (start, count) in enumerate(zip(self.category_start, self.category_count, strict=True)):
+        for c, (start, count) in enumerate(
+            zip(self.category_start, self.category_count, strict=True)
+        ):
             prices = cents[start : start + count]
             table[c] = start + np.minimum(np.searchsorted(prices, grid), count - 1)
         return table

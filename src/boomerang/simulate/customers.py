@@ -112,13 +112,15 @@ def draw_population(
     first = pl.Series(FIRST_NAMES)[rng.integers(0, len(FIRST_NAMES), size=n)]
     last = pl.Series(LAST_NAMES)[rng.integers(0, len(LAST_NAMES), size=n)]
     domain = pl.Series(EMAIL_DOMAINS)[rng.integers(0, len(EMAIL_DOMAINS), size=n)]
-    names = pl.DataFrame(
-        {"first": first, "last": last, "domain": domain, "k": np.arange(1, n + 1)}
-    )
+    names = pl.DataFrame({"first": first, "last": last, "domain": domain, "k": np.arange(1, n + 1)})
     shown = names.select(
         pl.concat_str(
-            pl.col("first"), pl.lit("."), pl.col("last"), pl.col("k").cast(pl.String),
-            pl.lit("@"), pl.col("domain"),
+            pl.col("first"),
+            pl.lit("."),
+            pl.col("last"),
+            pl.col("k").cast(pl.String),
+            pl.lit("@"),
+            pl.col("domain"),
         ).alias("e")
     )["e"]
     email = shown.str.to_lowercase().alias("email")
@@ -132,9 +134,7 @@ def draw_population(
 
     email_opt_in = np.where(buyer, rng.random(n) < params.email_opt_in, True)
     leaves = email_opt_in & (rng.random(n) < params.unsubscribe_rate)
-    unsubscribed = np.where(
-        leaves, acquired + rng.random(n) * (cal.days - acquired), np.nan
-    )
+    unsubscribed = np.where(leaves, acquired + rng.random(n) * (cal.days - acquired), np.nan)
 
     street_no = rng.integers(1, 1000, size=n)
     street = pl.Series(STREETS)[rng.integers(0, len(STREETS), size=n)]

@@ -70,22 +70,160 @@ MOBILE_PLANS: dict[str, tuple[tuple[str, ...], int]] = {
 # The store itself (guest orders are shown in its time zone).
 STORE_CITY = 0
 
-FIRST_NAMES = (
-    "Emma Olivia Ava Sophia Mia Amelia Harper Evelyn Abigail Emily Ella Chloe Grace Lily "
-    "Zoe Hannah Nora Leah Clara Julia Anna Lea Camille Ines Sofia Maya Ruby Isla Freya "
-    "Liam Noah Oliver Elijah James William Benjamin Lucas Henry Alexander Jack Daniel "
-    "Samuel David Joseph Leo Max Paul Felix Jonas Louis Hugo Arthur Thomas Oscar Ethan "
-    "Mateo Aiden Ryan Nathan Adam Victor Simon Mark Omar Ravi Kenji"
-).split()
-LAST_NAMES = (
-    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Wilson "
-    "Anderson Taylor Thomas Moore Jackson Martin Lee Thompson White Harris Clark Lewis "
-    "Walker Hall Young King Wright Scott Green Baker Adams Nelson Hill Campbell Mitchell "
-    "Roberts Carter Phillips Evans Turner Parker Collins Edwards Stewart Morris Murphy "
-    "Cook Rogers Morgan Cooper Peterson Reed Bailey Bell Kelly Howard Ward Cox Richardson "
-    "Wood Watson Brooks Bennett Gray Hughes Price Sanders Patel Nguyen Kim Chen Singh "
-    "Muller Schmidt Schneider Fischer Weber Dubois Bernard Laurent Lefebvre Moreau Rossi"
-).split()
+FIRST_NAMES = [
+    "Emma",
+    "Olivia",
+    "Ava",
+    "Sophia",
+    "Mia",
+    "Amelia",
+    "Harper",
+    "Evelyn",
+    "Abigail",
+    "Emily",
+    "Ella",
+    "Chloe",
+    "Grace",
+    "Lily",
+    "Zoe",
+    "Hannah",
+    "Nora",
+    "Leah",
+    "Clara",
+    "Julia",
+    "Anna",
+    "Lea",
+    "Camille",
+    "Ines",
+    "Sofia",
+    "Maya",
+    "Ruby",
+    "Isla",
+    "Freya",
+    "Liam",
+    "Noah",
+    "Oliver",
+    "Elijah",
+    "James",
+    "William",
+    "Benjamin",
+    "Lucas",
+    "Henry",
+    "Alexander",
+    "Jack",
+    "Daniel",
+    "Samuel",
+    "David",
+    "Joseph",
+    "Leo",
+    "Max",
+    "Paul",
+    "Felix",
+    "Jonas",
+    "Louis",
+    "Hugo",
+    "Arthur",
+    "Thomas",
+    "Oscar",
+    "Ethan",
+    "Mateo",
+    "Aiden",
+    "Ryan",
+    "Nathan",
+    "Adam",
+    "Victor",
+    "Simon",
+    "Mark",
+    "Omar",
+    "Ravi",
+    "Kenji",
+]
+LAST_NAMES = [
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Wilson",
+    "Anderson",
+    "Taylor",
+    "Thomas",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Thompson",
+    "White",
+    "Harris",
+    "Clark",
+    "Lewis",
+    "Walker",
+    "Hall",
+    "Young",
+    "King",
+    "Wright",
+    "Scott",
+    "Green",
+    "Baker",
+    "Adams",
+    "Nelson",
+    "Hill",
+    "Campbell",
+    "Mitchell",
+    "Roberts",
+    "Carter",
+    "Phillips",
+    "Evans",
+    "Turner",
+    "Parker",
+    "Collins",
+    "Edwards",
+    "Stewart",
+    "Morris",
+    "Murphy",
+    "Cook",
+    "Rogers",
+    "Morgan",
+    "Cooper",
+    "Peterson",
+    "Reed",
+    "Bailey",
+    "Bell",
+    "Kelly",
+    "Howard",
+    "Ward",
+    "Cox",
+    "Richardson",
+    "Wood",
+    "Watson",
+    "Brooks",
+    "Bennett",
+    "Gray",
+    "Hughes",
+    "Price",
+    "Sanders",
+    "Patel",
+    "Nguyen",
+    "Kim",
+    "Chen",
+    "Singh",
+    "Muller",
+    "Schmidt",
+    "Schneider",
+    "Fischer",
+    "Weber",
+    "Dubois",
+    "Bernard",
+    "Laurent",
+    "Lefebvre",
+    "Moreau",
+    "Rossi",
+]
 STREETS = (
     "Main St",
     "Oak Ave",
@@ -160,12 +298,12 @@ def draw_phones(rng: np.random.Generator, city: I64) -> pl.Series:
         prefix_table.extend(prefixes)
     nanp = np.array([c.country in ("US", "CA") for c in CITIES])[city]
     prefix = first[city] + (pick * count[city]).astype(np.int64)
-    digits = width[city]
+    row_width = width[city]
     number = np.where(
-        nanp, exchange * 10_000 + subscriber % 10_000, subscriber % np.power(10, digits)
+        nanp, exchange * 10_000 + subscriber % 10_000, subscriber % np.power(10, row_width)
     )
     frame = pl.DataFrame(
-        {"prefix": pl.Series(prefix_table).gather(prefix), "number": number, "width": digits}
+        {"prefix": pl.Series(prefix_table).gather(prefix), "number": number, "width": row_width}
     )
     return frame.select(
         pl.concat_str(

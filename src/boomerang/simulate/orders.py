@@ -134,7 +134,7 @@ def draw_purchases(
     )
     customer_orders = len(s_owner) + len(r_owner)
     share = params.guest_order_share
-    guests = int(round(customer_orders * share / (1.0 - share))) if share < 1 else 0
+    guests = round(customer_orders * share / (1.0 - share)) if share < 1 else 0
     g_t = cal.sample_days(rng, guests, params.acquisition_growth)
     alive = np.zeros(pop.size, dtype=np.bool_)
     alive[shoppers] = s_alive
@@ -184,32 +184,34 @@ def build_orders(
     params: SimulationParams,
     purchases: Purchases,
 ) -> OrderBook:
-    """Number the purchases by time, fill their baskets, and price, tax and settle them."""
+    """Number the purchases by time, fill their baskets, and price, tax and settle them.
+
+    Rows stay in generation order (each customer's orders together); ``number`` (#1001, ...)
+    follows the time order, as a shop's order names do.
+    """
     n_orders = len(purchases.t)
-    owner = purchases.owner
+    owner, kind, seq = purchases.owner, purchases.kind, purchases.seq
     guest = owner < 0
-    city = np.where(guest, 0, pop.city[np.maximum(owner, 0)])
+    city = pop.city[np.maximum(owner, 0)]
     city[guest] = draw_cities(rng, int(guest.sum()), params.countries)
     offsets = np.array([c.utc_offset for c in CITIES], dtype=np.float64)
     t = apply_daily_rhythm(purchases.t, offsets[city], cal.days, hour_profile(params))
     placed = cal.to_micros(t)
-    # Orders are numbered by time; ties keep generation order (the key is unique).
+    # Ties keep generation order: the key is unique, so any sort gives the same numbers.
     key = (placed - cal.start_us) // MICROS_PER_SECOND * n_orders + np.arange(n_orders)
-    order = pl.Series(key).arg_sort().to_numpy()
-    owner, kind, t, placed, city = (
-        owner[order], purchases.kind[order], t[order], placed[order], city[order]
-    )
-    seq = purchases.seq[order]
-    staple_qty = purchases.quantity[order]
-    guest = owner < 0
+    rank = np.empty(n_orders, dtype=np.int64)
+    rank[pl.Series(key).arg_sort().to_numpy()] = np.arange(n_orders)
 
-    pos = np.where(guest, rng.random(n_orders) < params.guest_pos_share,
-                   rng.random(n_orders) < params.customer_pos_share)
+    pos = np.where(
+        guest,
+        rng.random(n_orders) < params.guest_pos_share,
+        rng.random(n_orders) < params.customer_pos_share,
+    )
     city = np.where(pos, STORE_CITY, city)
 
-    lines = _baskets(rng, pop, catalogue, params, owner, kind, staple_qty)
+    lines = _baskets(rng, pop, catalogue, params, owner, kind, purchases.quantity)
     orders, line_discount = _settle(
-        rng, pop, cal, params, lines, owner, kind, seq, t, placed, city, pos
+        rng, pop, cal, params, lines, owner, kind, seq, t, placed, city, pos, rank
     )
     lines = lines.with_columns(pl.Series("discount_minor", line_discount, pl.Int64))
     return OrderBook(orders=orders, lines=lines, alive=purchases.alive)
@@ -269,10 +271,11 @@ def _baskets(
 
     # The same product picked twice in one basket becomes one line with the summed quantity.
     first = np.arange(len(order_idx))
+    basket = order_idx * catalogue.frame.height + product
+    rows = np.flatnonzero(position >= 1)  # rows with at least k lines before them
     for k in range(1, int(n_lines.max(initial=1))):
-        same = np.flatnonzero(
-            (order_idx[k:] == order_idx[:-k]) & (product[k:] == product[:-k])
-        ) + k
+        rows = rows[position[rows] >= k]
+        same = rows[basket[rows] == basket[rows - k]]
         first[same] = same - k
     if (first != np.arange(len(first))).any():
         quantity = np.bincount(first, weights=quantity, minlength=len(first)).astype(np.int64)
@@ -304,6 +307,7 @@ def _settle(
     placed: I64,
     city: I64,
     pos: B,
+    rank: I64,
 ) -> tuple[pl.DataFrame, I64]:
     """Discounts, shipping, tax, totals, then payment, refund, cancellation and fulfilment.
 
@@ -328,8 +332,10 @@ def _settle(
     domestic = np.array([c.country == "US" for c in CITIES])[city]
     express = (~pos) & (rng.random(n) < params.express_share)
     free = subtotal >= round(params.free_shipping_over * 100)
-    cents = {k: round(getattr(params, k) * 100) for k in (
-        "shipping_express", "shipping_domestic", "shipping_international")}
+    cents = {
+        k: round(getattr(params, k) * 100)
+        for k in ("shipping_express", "shipping_domestic", "shipping_international")
+    }
     shipping = np.select(
         [pos, express, free, domestic],
         [0, cents["shipping_express"], 0, cents["shipping_domestic"]],
@@ -369,8 +375,8 @@ def _settle(
     frame = pl.DataFrame(
         {
             "order_idx": np.arange(n, dtype=np.int64),
-            "number": FIRST_ORDER_NUMBER + np.arange(n, dtype=np.int64),
-            "shopify_id": SHOPIFY_ORDER_BASE + np.arange(n, dtype=np.int64) * 1_013,
+            "number": FIRST_ORDER_NUMBER + rank,
+            "shopify_id": SHOPIFY_ORDER_BASE + rank * 1_013,
             "owner": owner,
             "kind": kind,
             "seq": seq,

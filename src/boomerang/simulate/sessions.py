@@ -22,7 +22,7 @@ from boomerang.simulate.customers import SUBSCRIBER, Population
 from boomerang.simulate.geo import draw_cities
 from boomerang.simulate.orders import OrderBook
 from boomerang.simulate.params import SimulationParams
-from boomerang.simulate.util import amount_text, expand
+from boomerang.simulate.util import expand
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -154,8 +154,9 @@ def _browse_events(
     product = catalogue.random_products(rng, np.where(use_fav, fav, popular).astype(np.int64))
     frac = (position + rng.random(len(member))) / (views[member] + 2.0)
     at = plan.start[member] + (frac * length[member]).astype(np.int64)
-    out.add(plan.person[member], plan.visitor[member], VIEW, at, plan.city[member],
-            view_props[product])
+    out.add(
+        plan.person[member], plan.visitor[member], VIEW, at, plan.city[member], view_props[product]
+    )
     # The last product viewed is the one put in the cart.
     last = np.cumsum(views) - 1
     carted = plan.depth >= CART_ABANDON
@@ -165,8 +166,14 @@ def _browse_events(
         np.int64
     )
     sku = catalogue.frame["sku"][cart_product]
-    out.add(plan.person[rows], plan.visitor[rows], CART, cart_at, plan.city[rows],
-            _json_fields(sku=sku, quantity_raw=_const("1", len(rows))))
+    out.add(
+        plan.person[rows],
+        plan.visitor[rows],
+        CART,
+        cart_at,
+        plan.city[rows],
+        _json_fields(sku=sku, quantity_raw=_const("1", len(rows))),
+    )
     checkout = np.flatnonzero(plan.depth >= CHECKOUT_ABANDON)
     value = pl.Series(catalogue.frame["price_minor"].to_numpy()[product[last[checkout]]])
     out.add(
@@ -175,7 +182,9 @@ def _browse_events(
         CHECKOUT,
         plan.start[checkout] + length[checkout].astype(np.int64),
         plan.city[checkout],
-        _json_fields(cart_value_raw=_amounts(value), currency=_const(params.currency, len(checkout))),
+        _json_fields(
+            cart_value_raw=_amounts(value), currency=_const(params.currency, len(checkout))
+        ),
     )
     signups = np.flatnonzero(plan.signup)
     out.add(
@@ -189,11 +198,14 @@ def _browse_events(
 
 
 def _amounts(minor: pl.Series) -> pl.Series:
-    return pl.select(amount_text(pl.lit(minor))).to_series()
+    """Cents as a JSON number in its shortest form (18.0, 123.45): what JSON tools re-emit."""
+    return (minor / 100).cast(pl.String)
 
 
 def _visit_props(rng: np.random.Generator, n: int) -> pl.Series:
-    source = rng.choice(len(TRAFFIC_SOURCES), size=n, p=np.array(TRAFFIC_WEIGHTS) / sum(TRAFFIC_WEIGHTS))
+    source = rng.choice(
+        len(TRAFFIC_SOURCES), size=n, p=np.array(TRAFFIC_WEIGHTS) / sum(TRAFFIC_WEIGHTS)
+    )
     texts = pl.Series([f'{{"source":"{s}"}}' for s in TRAFFIC_SOURCES])
     return texts[source]
 
@@ -234,8 +246,14 @@ def _purchase_sessions(
     out.add(person[ls], visitor[ls], VIEW, view_at, city[ls], view_props[product])
     cart_at = view_at + (rng.uniform(0.01, 0.1, size=len(ls)) * length[ls]).astype(np.int64)
     sku = catalogue.frame["sku"][product]
-    out.add(person[ls], visitor[ls], CART, cart_at, city[ls],
-            _json_fields(sku=sku, quantity_raw=pl.Series(qty)))
+    out.add(
+        person[ls],
+        visitor[ls],
+        CART,
+        cart_at,
+        city[ls],
+        _json_fields(sku=sku, quantity_raw=pl.Series(qty)),
+    )
 
     extra = rng.poisson(params.extra_views_mean, size=n)
     member, _ = expand(extra)
@@ -258,8 +276,14 @@ def _purchase_sessions(
         _json_fields(cart_value_raw=_amounts(gross), currency=_const(params.currency, n)),
     )
     names = orders["number"].gather(rows).cast(pl.String)
-    out.add(person, visitor, PLACED, placed, city,
-            _json_fields(order=pl.select(pl.concat_str(pl.lit("#"), pl.lit(names))).to_series()))
+    out.add(
+        person,
+        visitor,
+        PLACED,
+        placed,
+        city,
+        _json_fields(order=pl.select(pl.concat_str(pl.lit("#"), pl.lit(names))).to_series()),
+    )
 
 
 def _email_opens(
@@ -278,8 +302,9 @@ def _email_opens(
     send_at = cal.start_us + send_day * DAY + NEWSLETTER_HOUR_UTC * 3600 * SECOND
     subscribed = np.flatnonzero(pop.email_opt_in)
     since = created[subscribed]
-    until_days = np.where(np.isnan(pop.unsubscribed[subscribed]), cal.days,
-                          pop.unsubscribed[subscribed])
+    until_days = np.where(
+        np.isnan(pop.unsubscribed[subscribed]), cal.days, pop.unsubscribed[subscribed]
+    )
     until = cal.start_us + (until_days * DAY).astype(np.int64)
     lo = np.searchsorted(send_at, since, side="right")
     hi = np.searchsorted(send_at, until, side="left")
@@ -337,7 +362,9 @@ def build_events(
     member, _ = expand(k)
     src = cust_online[member]
     placed = orders["placed_at"].to_numpy()
-    start = placed[src] - (rng.exponential(5.0, size=len(src)) * DAY).astype(np.int64) - 3600 * SECOND
+    start = (
+        placed[src] - (rng.exponential(5.0, size=len(src)) * DAY).astype(np.int64) - 3600 * SECOND
+    )
     plans = [
         _plan(rng, pop, params, owner[src], start, cal, signup=False),
     ]
@@ -360,11 +387,12 @@ def build_events(
     start = created[who] + (frac * (cal.end_us - created[who])).astype(np.int64)
     plans.append(_plan(rng, pop, params, who, start, cal, signup=False))
     for plan in plans:
-        _browse_events(rng, _tracked(rng, plan, params.tracking_rate), catalogue, params, out,
-                       view_props)
+        _browse_events(
+            rng, _tracked(rng, plan, params.tracking_rate), catalogue, params, out, view_props
+        )
 
     # Visitors who never buy nor sign up.
-    n_anon = int(round(params.anonymous_visitors_per_customer * n_customers))
+    n_anon = round(params.anonymous_visitors_per_customer * n_customers)
     sessions = 1 + rng.poisson(0.3, size=n_anon)
     member, position = expand(sessions)
     first = cal.to_micros(cal.sample_days(rng, n_anon, params.acquisition_growth))
@@ -382,8 +410,9 @@ def build_events(
         signup=np.zeros(len(member), dtype=np.bool_),
     )
     plan = _inside(plan, cal)
-    _browse_events(rng, _tracked(rng, plan, params.tracking_rate), catalogue, params, out,
-                   view_props)
+    _browse_events(
+        rng, _tracked(rng, plan, params.tracking_rate), catalogue, params, out, view_props
+    )
 
     _email_opens(rng, pop, cal, params, created, book.alive, out)
     return out.frame(), n_anon
@@ -431,9 +460,7 @@ def _select(plan: SessionPlan, mask: B) -> SessionPlan:
 
 def _inside(plan: SessionPlan, cal: Calendar) -> SessionPlan:
     """Sessions that start in the period and end (at most 20 minutes later) before its end."""
-    return _select(
-        plan, (plan.start >= cal.start_us) & (plan.start < cal.end_us - 20 * MINUTE)
-    )
+    return _select(plan, (plan.start >= cal.start_us) & (plan.start < cal.end_us - 20 * MINUTE))
 
 
 def _tracked(rng: np.random.Generator, plan: SessionPlan, rate: float) -> SessionPlan:

@@ -119,9 +119,10 @@ class SimulatedStore:
             key.alias("customer_key"),
             key.alias("email"),
             pl.lit(self.params.currency).alias("currency"),
-            pl.when(pl.col("pos")).then(pl.lit("offline")).otherwise(pl.lit("online")).alias(
-                "channel"
-            ),
+            pl.when(pl.col("pos"))
+            .then(pl.lit("offline"))
+            .otherwise(pl.lit("online"))
+            .alias("channel"),
             pl.lit(source).alias("source"),
         )
         lines = self.store_lines()
@@ -179,7 +180,9 @@ class SimulatedStore:
             "zip",
             "timezone",
             "birthday",
-            pl.when(pl.col("segment") == "subscriber").then(pl.lit("newsletter")).alias("tags"),
+            pl.when(pl.col("segment") == "subscriber")
+            .then(pl.lit('["newsletter"]'))
+            .alias("tags"),  # JSON text, as the importers store tags
             pl.when(pl.col("registered"))
             .then(pl.lit("registered"))
             .otherwise(pl.lit("guest"))

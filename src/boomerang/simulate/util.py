@@ -27,14 +27,17 @@ def group_cumsum(values: F64, counts: I64) -> F64:
     total = np.cumsum(values)
     starts = np.cumsum(counts) - counts
     before = np.where(starts > 0, total[np.maximum(starts - 1, 0)], 0.0)
-    return total - np.repeat(before, counts)
+    out: F64 = total - np.repeat(before, counts)
+    return out
 
 
 def keep(series: pl.Series, mask: B) -> pl.Series:
     """``series`` where ``mask`` holds, null elsewhere."""
-    return pl.select(
-        pl.when(pl.lit(pl.Series(mask, dtype=pl.Boolean))).then(pl.lit(series))
-    ).to_series().alias(series.name)
+    return (
+        pl.select(pl.when(pl.lit(pl.Series(mask, dtype=pl.Boolean))).then(pl.lit(series)))
+        .to_series()
+        .alias(series.name)
+    )
 
 
 def choose(mask: B, yes: pl.Series, no: pl.Series) -> pl.Series:

@@ -18,6 +18,10 @@ from sqlalchemy import Engine
 from boomerang.store.engine import SQLITE_BUSY_TIMEOUT_MS
 
 SQLITE_CACHE_KIB = 262_144  # 256 MiB page cache: index inserts of big batches stay in memory
+# The ADBC SQLite driver types each column from the first batch of rows (1,024 by default): a
+# nullable text column whose first batch is all NULL then fails with "Type mismatch". Large
+# batches make that practically impossible (the driver caps the option at 2**31 - 1).
+SQLITE_BATCH_ROWS = 1_000_000
 
 
 class BulkSession:
@@ -27,6 +31,10 @@ class BulkSession:
         self._cur = cursor
         self.dialect = dialect
         self._tag = secrets.token_hex(4)
+        if dialect == "sqlite":
+            cursor.adbc_statement.set_options(
+                **{"adbc.sqlite.query.batch_rows": str(SQLITE_BATCH_ROWS)}
+            )
 
     @property
     def is_sqlite(self) -> bool:
@@ -101,6 +109,32 @@ def bulk_transaction(engine: Engine, lock_key: int | None = None) -> Iterator[Bu
             cur.execute("ROLLBACK")
             raise
         cur.execute("COMMIT")
+    finally:
+        cur.close()
+        conn.close()
+
+
+def read_arrow(engine: Engine, sql: str) -> pa.Table:
+    """Run one read-only query and return its result as Arrow (analytics loads use this)."""
+    conn, dialect = _connect(engine)
+    cur = conn.cursor()
+    try:
+        BulkSession(cur, dialect)  # applies the driver options
+        cur.execute(sql)
+        table: pa.Table = cur.fetch_arrow_table()
+        return table
+    finally:
+        cur.close()
+        conn.close()
+
+
+def read_arrow(engine: Engine, sql: str) -> pa.Table:
+    """Run one read-only query on a fresh ADBC connection and return the result as Arrow."""
+    conn, _dialect = _connect(engine)
+    cur = conn.cursor()
+    try:
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
     finally:
         cur.close()
         conn.close()

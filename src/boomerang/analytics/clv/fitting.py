@@ -197,6 +197,7 @@ class FitDiagnostics:
     hessian_min_eigenvalue: float
     hessian_condition_number: float
     seconds: float
+    penalty: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -365,6 +366,38 @@ class Likelihood:
     curvature: CurvatureObjective | None = None
     batch: BatchObjective | None = None
 
+    def penalised(self, weight: float, centre: FloatArray) -> Likelihood:
+        """Add weight/2 · |θ − centre|² (a normal prior on log-parameters, per customer)."""
+        if weight == 0:
+            return self
+        vg, curv, batch = self.value_and_gradient, self.curvature, self.batch
+
+        def value_and_gradient(theta: FloatArray) -> tuple[float, FloatArray]:
+            value, grad = vg(theta)
+            diff = theta - centre
+            return value + weight / 2 * float(diff @ diff), grad + weight * diff
+
+        def curvature(theta: FloatArray) -> tuple[float, FloatArray, FloatArray]:
+            assert curv is not None
+            value, grad, hess = curv(theta)
+            diff = theta - centre
+            return (
+                value + weight / 2 * float(diff @ diff),
+                grad + weight * diff,
+                hess + weight * np.eye(theta.shape[0]),
+            )
+
+        def penalised_batch(thetas: FloatArray) -> FloatArray:
+            assert batch is not None
+            diff = thetas - centre
+            return np.asarray(batch(thetas) + weight / 2 * np.sum(diff * diff, axis=1))
+
+        return Likelihood(
+            value_and_gradient,
+            curvature=None if curv is None else curvature,
+            batch=None if batch is None else penalised_batch,
+        )
+
     def hessian(self, theta: FloatArray) -> FloatArray:
         if self.curvature is not None:
             return self.curvature(theta)[2]
@@ -507,6 +540,9 @@ def _minimise(likelihood: Likelihood, x0: FloatArray) -> _Run:
     return bfgs_minimise(likelihood.value_and_gradient, x0)
 
 
+_PENALTY_HINT = "; or refit with a small penalty (e.g. penalty=0.1) to regularise the estimates"
+
+
 @dataclass(frozen=True, slots=True)
 class Optimum:
     """The accepted maximum on the log scale; objective values are per customer."""
@@ -523,6 +559,8 @@ def maximise_likelihood(
     n_customers: int,
     model_name: str,
     screen: Likelihood | None = None,
+    screen_customers: int = 0,
+    penalty: float = 0.0,
 ) -> Optimum:
     """Maximise a log-likelihood from several starts and vet the optimum.
 
@@ -532,8 +570,19 @@ def maximise_likelihood(
     polished on all data. Raises :class:`ModelFitError` with advice when the optimum cannot
     be trusted: no convergence, a parameter at its bound, or a Hessian that is not positive
     definite.
+
+    ``penalty`` > 0 maximises the log-likelihood minus penalty/2 · |log θ − log θ₀|² instead
+    (θ₀ = the first start): a weak normal prior on the log-parameters that keeps
+    heterogeneity parameters finite when a small sample cannot identify them. The
+    covariance is then the inverse Hessian of the penalised objective.
     """
     began = time.perf_counter()
+    if penalty < 0:
+        raise ValueError("penalty must be non-negative")
+    centre = np.log(np.asarray(starts[0], dtype=np.float64))
+    likelihood = likelihood.penalised(penalty / n_customers, centre)
+    if screen is not None:
+        screen = screen.penalised(penalty / max(screen_customers, 1), centre)
     first = screen if screen is not None else likelihood
     runs: list[_Run] = []
     n_iter = n_eval = 0
@@ -563,17 +612,17 @@ def maximise_likelihood(
         n_eval += best.evaluations
     theta = best.theta
     max_grad = float(np.max(np.abs(best.grad)))
+    if np.any(np.abs(theta) > LOG_BOUND - 1e-3):
+        raise ModelFitError(
+            f"{model_name}: a parameter ran to the edge of its range (the maximum likelihood is "
+            "at a degenerate limit the data cannot distinguish from a finite value)",
+            hint=advice + _PENALTY_HINT,
+        )
     if not np.isfinite(best.value) or not max_grad < 1e-6:
         raise ModelFitError(
             f"{model_name}: the optimiser did not converge ({best.message}; "
             f"largest gradient {max_grad:.2g})",
-            hint=advice,
-        )
-    if np.any(np.abs(theta) > LOG_BOUND - 1e-3):
-        raise ModelFitError(
-            f"{model_name}: a parameter ran to the edge of its range "
-            "(the data cannot pin it down)",
-            hint=advice,
+            hint=advice + _PENALTY_HINT,
         )
     hess = likelihood.hessian(theta)
     hess = (hess + hess.T) / 2 * n_customers
@@ -582,7 +631,7 @@ def maximise_likelihood(
         raise ModelFitError(
             f"{model_name}: the likelihood is flat or saddle-shaped at the optimum "
             "(Hessian not positive definite)",
-            hint=advice,
+            hint=advice + _PENALTY_HINT,
         )
     cov = (vecs / vals) @ vecs.T
     diagnostics = FitDiagnostics(
@@ -596,6 +645,7 @@ def maximise_likelihood(
         hessian_min_eigenvalue=float(vals[0]),
         hessian_condition_number=float(vals[-1] / vals[0]),
         seconds=time.perf_counter() - began,
+        penalty=penalty,
     )
     return Optimum(theta, np.asarray((cov + cov.T) / 2, dtype=np.float64), diagnostics)
 
@@ -609,6 +659,7 @@ def fit_rfm_model(
     time_params: Sequence[str],
     model_name: str,
     seed: int = 0,
+    penalty: float = 0.0,
 ) -> FittedModel[M]:
     """Fit a purchase model on compressed data; the common path of BG, MBG and Pareto.
 
@@ -616,7 +667,8 @@ def fit_rfm_model(
     scale-free. Only the rate-scale parameters (``time_params``) change with the time unit;
     they are mapped back afterwards, and the log-likelihood is reported in the caller's
     unit: rescaling time by c changes each customer's ln L by −x ln c (the density of x
-    event times), nothing else.
+    event times), nothing else. ``penalty``: see :func:`maximise_likelihood` (its centre is
+    the first start, in rescaled units).
     """
     began = time.perf_counter()
     if data.n_customers == 0:
@@ -636,7 +688,13 @@ def fit_rfm_model(
         screen = make_likelihood(sub)
     full = make_likelihood(scaled)
     opt = maximise_likelihood(
-        full, starts, n_customers=data.n_customers, model_name=model_name, screen=screen
+        full,
+        starts,
+        n_customers=data.n_customers,
+        model_name=model_name,
+        screen=screen,
+        screen_customers=SCREEN_CUSTOMERS,
+        penalty=penalty,
     )
     log_theta = opt.log_theta.copy()
     for name in time_params:

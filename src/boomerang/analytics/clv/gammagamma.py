@@ -155,7 +155,9 @@ class _GammaGammaLikelihood:
         return -ll / self.n, -grad / self.n, hess_out
 
 
-def fit_gammagamma(x: ArrayLike, zbar: ArrayLike, *, seed: int = 0) -> FittedModel[GammaGamma]:
+def fit_gammagamma(
+    x: ArrayLike, zbar: ArrayLike, *, seed: int = 0, penalty: float = 0.0
+) -> FittedModel[GammaGamma]:
     """Maximum-likelihood Gamma-Gamma on (x, z̄), using customers with x > 0 and z̄ > 0.
 
     Customers without repeat purchases carry no spend information under the model (z̄ is
@@ -184,6 +186,7 @@ def fit_gammagamma(x: ArrayLike, zbar: ArrayLike, *, seed: int = 0) -> FittedMod
         starts,
         n_customers=n,
         model_name="Gamma-Gamma",
+        penalty=penalty,
     )
     log_theta = opt.log_theta.copy()
     log_theta[2] += np.log(scale)

@@ -173,7 +173,7 @@ class _ParetoLikelihood:
 
 
 def fit_paretonbd(
-    x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *, seed: int = 0
+    x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *, seed: int = 0, penalty: float = 0.0
 ) -> FittedModel[ParetoNBD]:
     """Maximum-likelihood Pareto/NBD on calibration summaries (one row per customer)."""
     data = RFMData.from_arrays(x, t_x, T)
@@ -192,4 +192,5 @@ def fit_paretonbd(
         time_params=("alpha", "beta"),
         model_name="Pareto/NBD",
         seed=seed,
+        penalty=penalty,
     )

@@ -76,17 +76,6 @@ def apply_batch(s: BulkSession, store_id: int, frames: Mapping[str, pl.DataFrame
     return result
 
 
-def _merged_customer(col: str, new: str, old: str) -> str:
-    if col == "account_status":
-        return f"CASE WHEN {new}.account_status = 'guest' THEN {old}.account_status ELSE {new}.account_status END"
-    if col == "created_at":
-        return (
-            f"CASE WHEN {old}.created_at IS NULL OR {new}.created_at < {old}.created_at "
-            f"THEN {new}.created_at ELSE {old}.created_at END"
-        )
-    return f"COALESCE({new}.{col}, {old}.{col})"
-
-
 def _any_differs(s: BulkSession, pairs: list[tuple[str, str]]) -> str:
     return "(" + " OR ".join(s.distinct_from(a, b) for a, b in pairs) + ")"
 
@@ -95,27 +84,54 @@ def _count(s: BulkSession, sql: str) -> int:
     return int(s.scalar(sql) or 0)
 
 
+def _merged_customers(incoming: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """Incoming rows merged over stored ones (merge rules in the module docstring)."""
+    joined = incoming.join(stored, on="external_id", how="left", suffix="__old")
+    merged = []
+    for col in CUSTOMER_FIELDS:
+        new, old = pl.col(col), pl.col(f"{col}__old")
+        if col == "account_status":
+            expr = pl.when(new == "guest").then(pl.coalesce(old, new)).otherwise(new)
+        elif col == "created_at":
+            expr = pl.min_horizontal(new, old)
+        else:
+            expr = pl.coalesce(new, old)
+        merged.append(expr.alias(col))
+    changed = pl.any_horizontal(
+        [pl.col(c).ne_missing(pl.col(f"{c}__old")) for c in CUSTOMER_FIELDS]
+    )
+    return joined.with_columns(merged).with_columns(
+        (pl.col("id").is_not_null() & changed).alias("__changed")
+    )
+
+
 def _upsert_customers(s: BulkSession, sid: int, frame: pl.DataFrame) -> Counts:
-    stage = s.stage("customers", frame.unique("external_id", keep="first").to_arrow())
-    cols = CUSTOMER_FIELDS
-    changed = _any_differs(s, [(_merged_customer(c, "s", "c"), f"c.{c}") for c in cols])
-    join = (
-        f"{stage} s LEFT JOIN customers c ON c.store_id = {sid} AND c.external_id = s.external_id"
+    incoming = frame.unique("external_id", keep="first", maintain_order=True)
+    keys = s.stage("customer_keys_in", incoming.select("external_id").to_arrow())
+    cols = ", ".join(f"c.{c}" for c in CUSTOMER_FIELDS)
+    stored = _frame(
+        s.fetch_arrow(
+            f"SELECT c.id, c.external_id, {cols} FROM customers c "
+            f"JOIN {keys} k ON c.store_id = {sid} AND c.external_id = k.external_id"
+        )
     )
-    total = _count(s, f"SELECT count(*) FROM {stage}")
-    new = _count(s, f"SELECT count(*) FROM {join} WHERE c.id IS NULL")
-    upd = _count(s, f"SELECT count(*) FROM {join} WHERE c.id IS NOT NULL AND {changed}")
-    col_list = ", ".join(cols)
-    sets = ", ".join(f"{c} = {_merged_customer(c, 'excluded', 'customers')}" for c in cols)
-    where = _any_differs(
-        s, [(_merged_customer(c, "excluded", "customers"), f"customers.{c}") for c in cols]
+    stored = stored.cast(
+        {c: incoming.schema[c] for c in ("external_id", *CUSTOMER_FIELDS)} | {"id": pl.Int64}
     )
-    s.execute(
-        f"INSERT INTO customers (store_id, external_id, {col_list}) "
-        f"SELECT {sid}, external_id, {col_list} FROM {stage} WHERE true "
-        f"ON CONFLICT (store_id, external_id) DO UPDATE SET {sets} WHERE {where}"
+    merged = _merged_customers(incoming, stored)
+    new = merged.filter(pl.col("id").is_null())
+    changed = merged.filter(pl.col("__changed"))
+    s.append(
+        "customers",
+        new.select(
+            pl.lit(sid, pl.Int64).alias("store_id"), "external_id", *CUSTOMER_FIELDS
+        ).to_arrow(),
     )
-    return Counts(new, upd, total - new - upd)
+    if changed.height:
+        stage = s.stage("changed_customers", changed.select("id", *CUSTOMER_FIELDS).to_arrow())
+        sets = ", ".join(f"{c} = s.{c}" for c in CUSTOMER_FIELDS)
+        s.execute(f"UPDATE customers SET {sets} FROM {stage} s WHERE customers.id = s.id")
+    return Counts(new.height, changed.height, incoming.height - new.height - changed.height)
 
 
 def _upsert_products(s: BulkSession, sid: int, frame: pl.DataFrame) -> Counts:

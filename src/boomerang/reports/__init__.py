@@ -1,0 +1,1 @@
+"""HTML reports rendered from analytics results (Jinja2 + Plotly, self-contained)."""
