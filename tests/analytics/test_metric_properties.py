@@ -9,10 +9,10 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
+from bench.analytics_reference import compute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.analytics_reference import compute
 from boomerang.analytics.cohorts import cohort_table
 from boomerang.analytics.engine import Engine, SourceTables
 from boomerang.analytics.metrics import activity

@@ -230,3 +230,16 @@ def test_money_round_trips_decimals_with_two_places(amount: Decimal) -> None:
         fields.money(_amount(pl.col("comma"), decimal_comma=True), 2).value.alias("comma"),
     ).row(0)
     assert read == (int(amount * 100), int(amount * 100))
+
+
+def test_vectorised_exponents_follow_the_money_module() -> None:
+    """Every currency whose minor unit is not cents parses with its own exponent."""
+    from boomerang.domain import money
+
+    odd = {code for code, exp in money._EXPONENTS.items() if exp != 2}
+    assert set(fields._EXPONENT_CODES) == odd
+    frame = pl.DataFrame({"amount": ["1500", "1.500"], "currency": ["XOF", "KWD"]})
+    parsed = frame.select(
+        fields.money(pl.col("amount"), fields.exponent_of(pl.col("currency"))).value
+    )
+    assert parsed.to_series().to_list() == [1500, 1500]

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.store_digest import table_digests
 
 HEADER = ["Name", "Email", "Financial Status", "Accepts Marketing", "Currency", "Subtotal",

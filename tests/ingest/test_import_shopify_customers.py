@@ -224,3 +224,20 @@ def test_unreadable_files_raise_input_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match=r"(?i)utf-8"):
         run_import("shopify-customers", latin1, db=str(tmp_path / "s.db"), store="shop")
+
+
+def test_older_layout_with_a_customer_id_column_uses_it(tmp_path: Path) -> None:
+    from boomerang.ingest.options import ReadOptions
+    from boomerang.ingest.shopify_customers import read_customers
+
+    path = tmp_path / "customers.csv"
+    path.write_text(
+        "Customer ID,First Name,Last Name,Email,Country Code,Accepts Marketing\n"
+        "'5512345678,Ines,Costa,,PT,no\n",
+        encoding="utf-8",
+    )
+    batch = read_customers(path, ReadOptions())
+    assert batch.frames["customers"].select("external_id", "source_id", "country").rows() == [
+        ("5512345678", "5512345678", "PT")
+    ]
+    assert batch.frames["consents"].height == 0  # no email: no email consent

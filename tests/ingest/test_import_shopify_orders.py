@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from tests.conftest import DATA
+from tests.store_digest import table_digests
 
 from boomerang.errors import ImportRejectedError, InputError
 from boomerang.services.imports import run_import
 from boomerang.store.engine import make_engine
-from tests.conftest import DATA
-from tests.store_digest import table_digests
 
 SAMPLE = DATA / "shopify" / "orders_export.csv"
 DEFECTS = DATA / "shopify" / "orders_with_defects.csv"

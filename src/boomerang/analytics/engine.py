@@ -86,6 +86,7 @@ class Engine:
         elif backend == "pyspark":
             if spark is None:
                 spark = local_spark()
+            self.spark = spark
             self.con = ibis.pyspark.connect(spark)
         else:
             raise ValueError(f"unknown analytics backend {backend!r} (duckdb or pyspark)")
@@ -95,7 +96,9 @@ class Engine:
         name = f"_bm_{prefix}_{next(_names)}"
         if self.backend_name == "duckdb":
             return self.con.create_table(name, data, temp=True)
-        return self.con.create_table(name, data.to_pandas(), temp=True)
+        # PySpark 4 builds a DataFrame straight from Arrow; a temp view keeps it in the session.
+        self.spark.createDataFrame(data).createOrReplaceTempView(name)
+        return self.con.table(name)
 
     def load(self, source: SourceTables) -> Data:
         return Data(

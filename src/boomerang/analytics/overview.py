@@ -46,6 +46,11 @@ class Overview:
     notes: list[str] = field(default_factory=list)
 
 
+def _mean(series: pl.Series) -> float:
+    value = series.cast(pl.Float64).mean()
+    return float(value) if isinstance(value, float) else 0.0
+
+
 def calendar_months(first: date, end: date) -> float:
     """Calendar months from ``first`` to ``end`` (exclusive), with a fraction for the days."""
     months = (end.year - first.year) * 12 + end.month - first.month
@@ -75,7 +80,7 @@ def store_facts(p: Prepared, monthly: pl.DataFrame) -> lifecycle.StoreFacts:
     if whole.height == 0:
         whole = monthly
     recent = whole.tail(3)
-    orders_pm = float((recent["orders"] + recent["guest_orders"]).mean() or 0.0)
+    orders_pm = _mean(recent["orders"] + recent["guest_orders"])
     revenue = whole["revenue"] + whole["guest_revenue"]
     growth_pct, basis = None, "needs 12 complete months"
     if whole.height >= 24:
@@ -105,10 +110,10 @@ def store_baseline(monthly: pl.DataFrame) -> growth.StoreBaseline:
     whole = monthly.filter(pl.col("complete_period")).tail(12)
     if whole.height == 0:
         whole = monthly.tail(12)
-    active = float(whole["customers"].mean() or 0.0)
+    active = _mean(whole["customers"])
     revenue = float(whole["revenue"].sum() or 0.0)
     return growth.StoreBaseline(
-        new_per_month=float(whole["new_customers"].mean() or 0.0),
+        new_per_month=_mean(whole["new_customers"]),
         active_per_month=active,
         revenue_per_active=revenue / float(whole["customers"].sum()) if active else 0.0,
         current_active=active,

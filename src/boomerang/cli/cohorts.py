@@ -32,9 +32,19 @@ class CohortMeasure(StrEnum):
 def print_matrix(result: CohortsResult, by: CohortMeasure, absolute: bool) -> None:
     value = by.value if absolute else f"{by.value}_pct"
     wide = result.matrix(value)
-    what = "customers who bought" if by is CohortMeasure.CUSTOMERS else f"net revenue ({result.currency})"
-    unit = "" if absolute else " — % of " + ("cohort size" if by is CohortMeasure.CUSTOMERS else "period-0 revenue")
-    table = Table(title=f"store '{result.store}' · {what} by {result.period} since first purchase{unit}")
+    what = (
+        "customers who bought"
+        if by is CohortMeasure.CUSTOMERS
+        else f"net revenue ({result.currency})"
+    )
+    unit = (
+        ""
+        if absolute
+        else " — % of " + ("cohort size" if by is CohortMeasure.CUSTOMERS else "period-0 revenue")
+    )
+    table = Table(
+        title=f"store '{result.store}' · {what} by {result.period} since first purchase{unit}"
+    )
     table.add_column("cohort")
     table.add_column("size", justify="right")
     ages = [c for c in wide.columns if c not in ("cohort_start", "cohort_size")]

@@ -14,7 +14,9 @@ from boomerang.services.demo import run_demo
 
 
 def demo(
-    directory: Annotated[Path, typer.Option("--dir", help="Folder for the demo store (recreated).")] = Path("demo"),
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Folder for the demo store (recreated).")
+    ] = Path("demo"),
     customers: Annotated[int, typer.Option("--customers", help="Simulated customers.")] = 20_000,
     days: Annotated[int, typer.Option("--days", help="Simulated days of history.")] = 730,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 7,

@@ -10,7 +10,6 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from boomerang.cli.common import DbOption, StoreOption, console, err_console, resolve
-from boomerang.config import load_settings
 from boomerang.errors import ImportRejectedError
 from boomerang.ingest.registry import READERS
 from boomerang.services.imports import ImportSummary, run_import
@@ -42,7 +41,10 @@ def import_file(
     ] = 0,
     currency: Annotated[
         str | None,
-        typer.Option("--currency", help="Currency for rows that name none (default: the store's)."),
+        typer.Option(
+            "--currency",
+            help="Currency for rows that name none (default: the layout's own, else USD).",
+        ),
     ] = None,
     timezone: Annotated[
         str, typer.Option("--timezone", help="Timezone of timestamps that carry no offset.")
@@ -50,7 +52,6 @@ def import_file(
 ) -> None:
     """Import a store export; re-running the same file changes nothing."""
     path, store_name = resolve(db, store)
-    cur = currency or load_settings().currency
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -73,7 +74,7 @@ def import_file(
                 file,
                 db=path,
                 store=store_name,
-                currency=cur,
+                currency=currency,
                 timezone=timezone,
                 mapping=mapping,
                 dry_run=dry_run,

@@ -29,7 +29,8 @@ FromOption = Annotated[
     str | None, typer.Option("--from", help="First day (YYYY-MM-DD); default the first order's.")
 ]
 ToOption = Annotated[
-    str | None, typer.Option("--to", help="Last day (YYYY-MM-DD), inclusive; default the last order's.")
+    str | None,
+    typer.Option("--to", help="Last day (YYYY-MM-DD), inclusive; default the last order's."),
 ]
 FormatOption = Annotated[
     OutputFormat, typer.Option("--format", help="table for people, json or csv for scripts.")
@@ -40,7 +41,9 @@ CountryOption = Annotated[
 ]
 AccountOption = Annotated[
     list[str] | None,
-    typer.Option("--account-status", help="Only guest, registered or disabled customers; repeatable."),
+    typer.Option(
+        "--account-status", help="Only guest, registered or disabled customers; repeatable."
+    ),
 ]
 
 
@@ -50,7 +53,9 @@ def parse_day(text: str | None, option: str) -> date | None:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise InputError(f"{option} {text!r} is not a date", hint="write it as YYYY-MM-DD") from None
+        raise InputError(
+            f"{option} {text!r} is not a date", hint="write it as YYYY-MM-DD"
+        ) from None
 
 
 def customer_filter(country: list[str] | None, account: list[str] | None) -> CustomerFilter:

@@ -9,6 +9,7 @@ import typer
 
 from boomerang.cli.common import DbOption, StoreOption, console, resolve
 from boomerang.cli.metrics import FromOption, ToOption, parse_day
+from boomerang.errors import InputError
 from boomerang.services.analytics import MetricOptions, build_report
 
 
@@ -29,6 +30,10 @@ def report_command(
 ) -> None:
     """Write the retention report (KPIs, trends, cohorts, churn, growth, lifecycle) as HTML."""
     path, store_name = resolve(db, store)
+    try:
+        options = MetricOptions(activity_window_days=window)
+    except ValueError as exc:
+        raise InputError(str(exc), hint="pass --window 1 or more") from None
     with console.status("computing retention analytics"):
         result = build_report(
             path,
@@ -36,10 +41,12 @@ def report_command(
             out,
             start=parse_day(start, "--from"),
             end=parse_day(end, "--to"),
-            options=MetricOptions(activity_window_days=window),
+            options=options,
             what_if_points=what_if,
         )
-    console.print(f"[bold]retention report[/] for store '{result.store}', {result.start} to {result.end}")
+    console.print(
+        f"[bold]retention report[/] for store '{result.store}', {result.start} to {result.end}"
+    )
     for label, value in result.headline.items():
         console.print(f"  {label}: {value}")
     console.print(f"  lifecycle stage: {result.stage}")

@@ -14,7 +14,11 @@ from boomerang.services import simulation
 def simulate(
     customers: Annotated[
         int,
-        typer.Option("--customers", help="How many customers (including visitors who never buy)."),
+        typer.Option(
+            "--customers",
+            help="How many customers: buyers plus newsletter subscribers who never buy "
+            "(anonymous visitors come on top).",
+        ),
     ] = 20_000,
     days: Annotated[
         int, typer.Option("--days", help="Length of the simulated history in days.")
@@ -25,13 +29,18 @@ def simulate(
     out_dir: Annotated[
         Path | None,
         typer.Option(
-            "--out-dir", help="Write Shopify-layout CSV exports here instead of into a database."
+            "--out-dir",
+            help="Write Shopify-layout exports here (orders_export.csv, customers_export.csv, "
+            "events.jsonl, truth.json) instead of filling the database.",
         ),
     ] = None,
     db: DbOption = None,
     store: StoreOption = None,
 ) -> None:
-    """Generate a realistic store (orders, customers, events) with known true parameters."""
+    """Generate a realistic store (orders, customers, events) with known true parameters.
+
+    The model and every parameter are described in docs/simulator.md.
+    """
     path, store_name = resolve(db, store)
     result = simulation.run(
         customers=customers, days=days, seed=seed, out_dir=out_dir, db=path, store=store_name

@@ -13,6 +13,7 @@ import polars as pl
 
 from boomerang.ingest.csvfile import ROW
 from boomerang.ingest.fields import Parsed
+from boomerang.store.digest import line_hash_sums
 
 REJECT_SCHEMA = {"row": pl.Int64, "column": pl.String, "value": pl.String, "reason": pl.String}
 
@@ -185,7 +186,9 @@ def reject_whole_groups(
     marked = frame.with_columns(pl.col(ROW).is_in(bad_rows.implode()).alias("__bad"))
     bad_keys = marked.filter(pl.col("__bad"))[key].unique()
     in_bad_group = pl.col(key).is_in(bad_keys.implode())
-    first_bad = marked.filter(pl.col("__bad")).group_by(key).agg(pl.col(ROW).min().alias("__first_bad_row"))
+    first_bad = (
+        marked.filter(pl.col("__bad")).group_by(key).agg(pl.col(ROW).min().alias("__first_bad_row"))
+    )
     siblings = (
         marked.filter(in_bad_group & ~pl.col("__bad"))
         .join(first_bad, on=key, how="left")
@@ -204,27 +207,12 @@ def reject_whole_groups(
     return kept, pl.concat([rejects, siblings]).sort("row", "column")
 
 
-def row_digest(columns: list[str]) -> pl.Expr:
-    """A 128-bit digest of some columns per row, as text (two seeded 64-bit hashes).
-
-    Polars hashes are stable for a given polars version; after an upgrade a re-import may
-    report unchanged orders as updated once (their content is rewritten identically).
-    """
-    row = pl.struct([pl.col(c) for c in columns])
-    return pl.concat_str(
-        [row.hash(0x5EED).cast(pl.String), row.hash(0xB00).cast(pl.String)], separator="-"
-    )
-
-
 def digest_lines(lines: pl.DataFrame, key: str, columns: list[str]) -> pl.DataFrame:
     """Per-group digest (key, lines_digest): wrapping sums of per-line hashes.
 
     The line number is among the hashed columns, so reordering lines changes the digest.
     """
-    row = pl.struct([pl.col(c) for c in columns])
-    sums = lines.group_by(key).agg(
-        row.hash(0x5EED).sum().alias("__a"), row.hash(0xB00).sum().alias("__b")
-    )
+    sums = lines.group_by(key).agg(*line_hash_sums(columns))
     return sums.select(
         pl.col(key),
         pl.concat_str(

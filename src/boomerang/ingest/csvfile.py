@@ -80,8 +80,13 @@ def read_text_table(
             truncate_ragged_lines=False,
         )
     except pl.exceptions.ComputeError as exc:
+        first = str(exc).splitlines()[0]
+        if "utf-8" in first.lower() or "utf8" in first.lower():
+            raise InputError(
+                f"{path}: not UTF-8 text ({first})", hint="re-export the file as UTF-8 CSV"
+            ) from exc
         raise InputError(
-            f"{path}: cannot be read as CSV ({str(exc).splitlines()[0]})",
+            f"{path}: cannot be read as CSV ({first})",
             hint="check the delimiter and quoting, or re-export the file",
         ) from exc
     frame = frame.rename({c: c.strip() for c in frame.columns})

@@ -26,7 +26,7 @@ from boomerang.ingest.orders_common import (
     products_from_lines,
 )
 
-DEFAULT_CURRENCY = "GBP"  # the data set's currency; ReadOptions.currency overrides unless USD
+DEFAULT_CURRENCY = "GBP"  # the data set's currency; an explicit --currency overrides it
 LAYOUTS = {
     "Online Retail": {"invoice": "InvoiceNo", "price": "UnitPrice", "customer": "CustomerID"},
     "Online Retail II": {"invoice": "Invoice", "price": "Price", "customer": "Customer ID"},
@@ -83,9 +83,8 @@ def _layout(path: Path, columns: list[str]) -> dict[str, str]:
 
 
 def currency_for(options: ReadOptions) -> str:
-    """GBP (the data set's currency) unless a currency other than the USD default was asked."""
-    chosen = options.currency.upper()
-    return DEFAULT_CURRENCY if chosen == "USD" else chosen
+    """GBP (the data set's currency) unless ``--currency`` names another."""
+    return options.currency.upper() if options.currency_given else DEFAULT_CURRENCY
 
 
 def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:

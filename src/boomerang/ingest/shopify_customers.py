@@ -27,7 +27,7 @@ class Layout:
     """Which file column holds each field (None: the layout has no such column)."""
 
     name: str
-    customer_id: str | None
+    customer_id: str
     accepts_email: str
     company: str
     city: str
@@ -52,7 +52,7 @@ CURRENT = Layout(
 )
 OLDER = Layout(
     name="older",
-    customer_id=None,
+    customer_id="Customer ID",  # read when present (some older exports have it)
     accepts_email="Accepts Marketing",
     company="Company",
     city="City",
@@ -76,16 +76,18 @@ COMMON = (
 
 
 def _layout(path: Path, columns: list[str]) -> Layout:
-    if "Customer ID" in columns or "Accepts Email Marketing" in columns:
+    if "Accepts Email Marketing" in columns:
         layout = CURRENT
+        required = ["Customer ID", "Email", layout.accepts_email]
     elif "Accepts Marketing" in columns:
         layout = OLDER
+        required = ["Email", layout.accepts_email]
     else:
         raise InputError(
-            f"{path}: not a Shopify customers export (no Customer ID or Accepts Marketing column)",
+            f"{path}: not a Shopify customers export "
+            "(no Accepts Email Marketing or Accepts Marketing column)",
             hint="export customers from Shopify admin > Customers > Export, as plain CSV",
         )
-    required = [c for c in (layout.customer_id, "Email", layout.accepts_email) if c]
     missing = [c for c in required if c not in columns]
     if missing:
         raise InputError(
@@ -120,9 +122,7 @@ def read_customers(path: Path, options: ReadOptions) -> ParsedBatch:
         pl.lit(None, pl.String).alias(c) for c in _columns(layout) if c not in raw.columns
     )
     col = pl.col
-    id_col = layout.customer_id or "__no_customer_id"
-    if id_col not in raw.columns:
-        raw = raw.with_columns(pl.lit(None, pl.String).alias(id_col))
+    id_col = layout.customer_id
     frame = raw.with_columns(
         pl.coalesce(*(col(c) for c in layout.country)).alias("__country_raw"),
         pl.coalesce(*(col(c) for c in layout.region)).alias("__region"),

@@ -6,8 +6,9 @@ the page opens without a network connection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import plotly.graph_objects as go
@@ -78,7 +79,7 @@ class _Charts:
             config={"displayModeBar": False, "responsive": True},
         )
         self.first = False
-        return Markup(out)  # noqa: S704 - plotly's own output
+        return Markup(out)
 
 
 def _num(value: Any) -> float | None:
@@ -97,9 +98,10 @@ def _tiles(ov: Overview) -> tuple[list[Tile], str]:
     rows = (whole if whole.height >= 2 else ov.monthly).tail(2).to_dicts()
     cur = rows[-1] if rows else {}
     prev = rows[0] if len(rows) == 2 else {}
-    label = cur.get("period_start").strftime("%B %Y") if cur else ""
+    start = cur.get("period_start")
+    label = start.strftime("%B %Y") if isinstance(start, date) else ""
     c = ov.currency
-    specs = (
+    specs: tuple[tuple[str, str, Callable[[float], str], str], ...] = (
         ("Net revenue", "revenue", lambda v: _money(v, c), "pct"),
         ("Orders", "orders", lambda v: f"{v:,.0f}", "pct"),
         ("Customers", "customers", lambda v: f"{v:,.0f}", "pct"),

@@ -77,7 +77,7 @@ class ReportResult:
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in row.items():
         if isinstance(value, date):
             out[key] = value.isoformat()

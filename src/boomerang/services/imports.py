@@ -87,13 +87,25 @@ def apply_frames(
         engine.dispose()
 
 
+DEFAULT_CURRENCY = "USD"
+
+
+def _dominant_currency(batch: ParsedBatch, fallback: str) -> str:
+    """A new store's currency when none was named: the one most of the file's orders use."""
+    orders = batch.frames.get("orders")
+    if orders is None or not orders.height:
+        return fallback
+    top = orders["currency"].drop_nulls().mode().sort()
+    return str(top[0]) if top.len() else fallback
+
+
 def run_import(
     kind: str,
     path: Path,
     *,
     db: str,
     store: str,
-    currency: str = "USD",
+    currency: str | None = None,
     timezone: str = "UTC",
     mapping: Path | None = None,
     dry_run: bool = False,
@@ -104,9 +116,13 @@ def run_import(
     started = time.perf_counter()
     phase = on_phase or (lambda _name, _rows: None)
     phase("reading and validating", 0)
-    batch = reader_for(kind)(
-        path, ReadOptions(currency=currency, timezone=timezone, mapping=mapping)
+    options = ReadOptions(
+        currency=(currency or DEFAULT_CURRENCY).upper(),
+        currency_given=currency is not None,
+        timezone=timezone,
+        mapping=mapping,
     )
+    batch = reader_for(kind)(path, options)
     summary = ImportSummary(
         kind=kind,
         file=str(path),
@@ -129,7 +145,8 @@ def run_import(
             hint=f"see {summary.rejects_file} for row, column and reason; fix the file or pass --allow-rejects N",
         )
     phase("applying", batch.rows_read)
-    summary.result = apply_frames(db, store, batch.frames, currency=currency, dry_run=dry_run)
+    store_currency = options.currency if currency else _dominant_currency(batch, options.currency)
+    summary.result = apply_frames(db, store, batch.frames, currency=store_currency, dry_run=dry_run)
     summary.applied = not dry_run
     summary.seconds = time.perf_counter() - started
     return summary

@@ -36,7 +36,6 @@ GUEST = 3
 FIRST_ORDER_NUMBER = 1001
 SHOPIFY_ORDER_BASE = 5_480_000_000_000
 MIN_LINE_VALUE = 15.0  # a basket gets at most one line per this much of its target value
-MICROS_PER_DAY = SECONDS_PER_DAY * MICROS_PER_SECOND
 STATUSES = ("paid", "cancelled", "partially_refunded", "refunded", "pending")
 FINANCIAL_STATUSES = ("paid", "voided", "partially_refunded", "refunded", "pending")
 DISCOUNT_CODES = (None, "WELCOME10", "HOLIDAY20")
@@ -363,8 +362,8 @@ def _settle(
     cancel_at = np.minimum(placed + round_half_even(rng.exponential(3 * 3600, n)) * seconds, end)
     paid = ~(cancelled | pending)
     paid_at = placed + rng.integers(2, 60, size=n) * seconds
-    ship_delay = np.where(pos, 0, rng.integers(SECONDS_PER_DAY // 2, 3 * SECONDS_PER_DAY, size=n))
-    fulfilled_at = placed + ship_delay * seconds
+    ship_delay = rng.integers(SECONDS_PER_DAY // 2, 3 * SECONDS_PER_DAY, size=n) * seconds
+    fulfilled_at = np.where(pos, paid_at, placed + ship_delay)  # in store: handed over at once
     fulfilled = paid & (fulfilled_at <= end)
 
     safe = np.maximum(owner, 0)

@@ -137,13 +137,13 @@ class SimulationParams:
 
     # Sessions and events.
     tracking_rate: float = 1.0  # share of sessions the site's tracker records
-    extra_views_mean: float = 1.5  # views besides the bought products in a purchase session
-    abandoned_sessions_per_order: float = 1.0
+    extra_views_mean: float = 1.2  # views besides the bought products in a purchase session
+    abandoned_sessions_per_order: float = 0.8
     cart_abandon_share: float = 0.35  # of abandoned sessions: something was added to the cart
     checkout_abandon_share: float = 0.4  # of cart abandonments: checkout was started
     trailing_sessions_mean: float = 0.5  # visits after a buyer's last order
     subscriber_sessions_mean: float = 1.0  # visits of a subscriber after signing up
-    anonymous_visitors_per_customer: float = 0.8  # visitors who never buy nor sign up
+    anonymous_visitors_per_customer: float = 0.6  # visitors who never buy nor sign up
     newsletter_every_days: int = 7
     open_rate_active: float = 0.22  # buyers still alive at the end
     open_rate_lapsed: float = 0.06  # buyers who dropped out

@@ -409,11 +409,10 @@ def write_exports(sim: SimulatedStore, out_dir: Path) -> list[Path]:
     paths = [out_dir / name for name in (ORDERS_FILE, CUSTOMERS_FILE, EVENTS_FILE)]
     orders_export(sim).write_csv(paths[0])
     customers_export(sim).write_csv(paths[1])
-    lines = events_lines(sim)
-    with paths[2].open("w", encoding="utf-8", newline="\n") as fh:
-        for start in range(0, len(lines), 200_000):
-            chunk = lines.slice(start, 200_000).to_list()
-            fh.write("\n".join(chunk) + "\n")
+    # One text column, never quoted: each value is already a JSON object.
+    events_lines(sim).to_frame().write_csv(
+        paths[2], include_header=False, quote_style="never", line_terminator="\n"
+    )
     truth, truth_customers = out_dir / TRUTH_FILE, out_dir / TRUTH_CUSTOMERS_FILE
     write_truth(sim, truth, truth_customers)
     return [*paths, truth, truth_customers]

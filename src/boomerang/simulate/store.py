@@ -30,8 +30,8 @@ from boomerang.simulate.customers import (
     SUBSCRIBER,
     Population,
     draw_population,
-    visitor_ids,
 )
+from boomerang.simulate.customers import visitor_ids as make_visitor_ids
 from boomerang.simulate.geo import CITIES, city_table
 from boomerang.simulate.orders import GUEST, OrderBook, build_orders, draw_purchases
 from boomerang.simulate.params import SimulationParams
@@ -143,13 +143,16 @@ class SimulatedStore:
         return frames
 
     def _digests(self, lines: pl.DataFrame) -> pl.Series:
-        """The importer's per-order line digest, keyed by order position (no string join)."""
+        """The importer's per-order line digest, keyed by order position (no string join).
+
+        Every order has at least one line, so the digests sorted by position line up with
+        the orders.
+        """
         keyed = lines.with_columns(self.book.lines["order_idx"].alias("__order"))
-        digests = digest_lines(keyed, "__order", LINE_DIGEST_COLUMNS)
-        aligned = self.book.orders.select(pl.col("order_idx").alias("__order")).join(
-            digests, on="__order", how="left", maintain_order="left"
-        )
-        return aligned["lines_digest"].fill_null("")
+        digests = digest_lines(keyed, "__order", LINE_DIGEST_COLUMNS).sort("__order")
+        if digests.height != self.book.orders.height:
+            raise RuntimeError("a simulated order without lines")
+        return digests["lines_digest"]
 
     def store_lines(self) -> pl.DataFrame:
         products = self.catalogue.frame.select("sku", "name", "category")
@@ -219,12 +222,10 @@ class SimulatedStore:
             pl.lit("checkout").alias("source"),
             pl.col("created_at").alias("occurred_at"),
         )
-        return pl.concat([email_granted, email_withdrawn, sms]).sort(
-            "customer_key", "channel", "occurred_at"
-        )
+        return pl.concat([email_granted, email_withdrawn, sms])
 
     def event_ids(self) -> pl.Series:
-        """Stable ids (and dedupe keys): seed and position in time order."""
+        """Stable ids (and dedupe keys): the seed and the event's position in generation order."""
         return self.events.select(
             pl.format("sim{}-{}", pl.lit(self.seed), pl.int_range(pl.len())).alias("event_id")
         )["event_id"]
@@ -233,7 +234,7 @@ class SimulatedStore:
         """Anonymous id of every event's visitor."""
         visitor = self.events["visitor"].to_numpy()
         n = int(visitor.max()) + 1 if len(visitor) else 0
-        return visitor_ids(np.arange(n, dtype=np.int64)).gather(visitor)
+        return make_visitor_ids(np.arange(n, dtype=np.int64)).gather(visitor)
 
     def store_events(self, customers: pl.DataFrame) -> pl.DataFrame:
         return self.events.select(

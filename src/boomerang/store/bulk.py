@@ -31,6 +31,7 @@ class BulkSession:
         self._cur = cursor
         self.dialect = dialect
         self._tag = secrets.token_hex(4)
+        self._staged = 0
         if dialect == "sqlite":
             cursor.adbc_statement.set_options(
                 **{"adbc.sqlite.query.batch_rows": str(SQLITE_BATCH_ROWS)}
@@ -57,7 +58,8 @@ class BulkSession:
 
     def stage(self, name: str, table: pa.Table) -> str:
         """Load ``table`` into a new temporary table; return its (unique) name."""
-        target = f"_stage_{self._tag}_{name}"
+        self._staged += 1
+        target = f"_stage_{self._tag}_{self._staged}_{name}"
         self._cur.adbc_ingest(target, table, mode="create", temporary=True)
         return target
 
@@ -123,18 +125,6 @@ def read_arrow(engine: Engine, sql: str) -> pa.Table:
         cur.execute(sql)
         table: pa.Table = cur.fetch_arrow_table()
         return table
-    finally:
-        cur.close()
-        conn.close()
-
-
-def read_arrow(engine: Engine, sql: str) -> pa.Table:
-    """Run one read-only query on a fresh ADBC connection and return the result as Arrow."""
-    conn, _dialect = _connect(engine)
-    cur = conn.cursor()
-    try:
-        cur.execute(sql)
-        return cur.fetch_arrow_table()
     finally:
         cur.close()
         conn.close()

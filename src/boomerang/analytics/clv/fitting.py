@@ -428,12 +428,17 @@ def _line_search(
     grad: FloatArray,
     step: FloatArray,
 ) -> tuple[FloatArray, float, FloatArray, int] | None:
-    """Backtracking (Armijo) search along ``step`` inside the parameter box."""
+    """Backtracking (Armijo) search along ``step`` inside the parameter box.
+
+    Points where the value or gradient cannot be computed count as failures, so the
+    search backs away from regions where the special functions lose accuracy.
+    """
     size = 1.0
-    for used in range(1, 60):
+    for used in range(1, 40):
         trial = np.clip(theta + size * step, -LOG_BOUND, LOG_BOUND)
         t_value, t_grad = f(trial)
-        if np.isfinite(t_value) and t_value <= value + 1e-4 * float(grad @ (trial - theta)):
+        finite = np.isfinite(t_value) and bool(np.all(np.isfinite(t_grad)))
+        if finite and t_value <= value + 1e-4 * float(grad @ (trial - theta)):
             return trial, t_value, t_grad, used
         size /= 2
     return None
@@ -621,7 +626,8 @@ def maximise_likelihood(
     if not np.isfinite(best.value) or not max_grad < 1e-6:
         raise ModelFitError(
             f"{model_name}: the optimiser did not converge ({best.message}; "
-            f"largest gradient {max_grad:.2g})",
+            f"largest gradient {max_grad:.2g}); the maximum may lie at extreme parameter "
+            "values, i.e. heterogeneity these data cannot identify",
             hint=advice + _PENALTY_HINT,
         )
     hess = likelihood.hessian(theta)

@@ -42,11 +42,54 @@ from boomerang.analytics.clv.fitting import (
 __all__ = ["ParetoNBD", "fit_paretonbd"]
 
 
+def _hyp2f1_one_cf(b: FloatArray, c: FloatArray, z: FloatArray, max_terms: int = 600) -> FloatArray:
+    """2F1(1, b; c; z) from Gauss's continued fraction (modified Lentz), NaN if unconverged.
+
+    The fallback where scipy's series gives up (large b and c with z near 1, which is where
+    an optimiser heads when dropout heterogeneity vanishes). With 2F1(b, 0; c−1; z) = 1,
+    Gauss's fraction for 2F1(b, 1; c; z) / 2F1(b, 0; c−1; z) has partial numerators −k_j z,
+    k_(2n+1) = (b+n)(c−1+n) / ((c−1+2n)(c+2n)), k_(2n) = n(c−1−b+n) / ((c−2+2n)(c−1+2n)).
+    """
+    tiny = 1e-300
+    f = np.full(b.shape, tiny)
+    big_c = f.copy()
+    small_d = np.zeros(b.shape)
+    converged = np.zeros(b.shape, dtype=bool)
+    for j in range(1, max_terms + 1):
+        if j == 1:
+            num = np.ones(b.shape)
+        elif j % 2 == 0:
+            n = (j - 2) // 2
+            num = -z * (b + n) * (c - 1 + n) / ((c - 1 + 2 * n) * (c + 2 * n))
+        else:
+            n = (j - 1) // 2
+            num = -z * n * (c - 1 - b + n) / ((c - 2 + 2 * n) * (c - 1 + 2 * n))
+        small_d = 1 + num * small_d
+        small_d = 1 / np.where(np.abs(small_d) < tiny, tiny, small_d)
+        big_c = 1 + num / big_c
+        big_c = np.where(np.abs(big_c) < tiny, tiny, big_c)
+        delta = big_c * small_d
+        f = f * delta
+        converged = np.abs(delta - 1) < 1e-15
+        if j > 2 and np.all(converged):
+            break
+    return np.asarray(np.where(converged, f, np.nan), dtype=np.float64)
+
+
 def _log_hyp2f1_c_eq_a_plus_1(a: FloatArray, b: FloatArray, z: FloatArray) -> FloatArray:
-    """ln 2F1(a, b; a+1; z) = (1−b) ln(1−z) + ln 2F1(1, a+1−b; a+1; z) (Euler)."""
-    return np.asarray(
-        (1 - b) * np.log1p(-z) + np.log(hyp2f1(1.0, a + 1 - b, a + 1, z)), dtype=np.float64
-    )
+    """ln 2F1(a, b; a+1; z) = (1−b) ln(1−z) + ln 2F1(1, a+1−b; a+1; z) (Euler).
+
+    scipy.special.hyp2f1 first; its NaNs (large parameters, z near 1) are recomputed by
+    continued fraction.
+    """
+    a, b, z = np.broadcast_arrays(a, b, z)
+    bb, cc = a + 1 - b, a + 1
+    value = np.asarray(hyp2f1(1.0, bb, cc, z), dtype=np.float64)
+    bad = ~np.isfinite(value)
+    if np.any(bad):
+        value = value.copy()
+        value[bad] = _hyp2f1_one_cf(bb[bad], cc[bad], z[bad])
+    return np.asarray((1 - b) * np.log1p(-z) + np.log(value), dtype=np.float64)
 
 
 def pareto_terms(

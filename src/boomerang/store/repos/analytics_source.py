@@ -16,7 +16,9 @@ from boomerang.store.bulk import read_arrow
 ANALYTICS_EVENT_TYPES = ("visit", "added_to_cart", "checkout_started", "order_placed")
 
 
-def _restore_nulls(table: pa.Table, ints: tuple[str, ...] = (), texts: tuple[str, ...] = ()) -> pa.Table:
+def _restore_nulls(
+    table: pa.Table, ints: tuple[str, ...] = (), texts: tuple[str, ...] = ()
+) -> pa.Table:
     for name in ints:
         col = table[name].cast(pa.int64())
         table = table.set_column(
@@ -82,7 +84,12 @@ def read_customers(engine: Engine, store_id: int) -> pa.Table:
     )
     table = _typed(
         table,
-        {"id": pa.int64(), "created_at": pa.int64(), "account_status": pa.string(), "country": pa.string()},
+        {
+            "id": pa.int64(),
+            "created_at": pa.int64(),
+            "account_status": pa.string(),
+            "country": pa.string(),
+        },
     )
     return _restore_nulls(table, ints=("created_at",), texts=("country",))
 
@@ -100,6 +107,11 @@ def read_events(
     )
     table = _typed(
         table,
-        {"customer_id": pa.int64(), "anonymous_id": pa.string(), "type": pa.string(), "occurred_at": pa.int64()},
+        {
+            "customer_id": pa.int64(),
+            "anonymous_id": pa.string(),
+            "type": pa.string(),
+            "occurred_at": pa.int64(),
+        },
     )
     return _restore_nulls(table, ints=("customer_id",), texts=("anonymous_id",))

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow as pa
 
-from boomerang.ingest.batch import row_digest
 from boomerang.store.bulk import BulkSession
+from boomerang.store.digest import row_digest
 
 CUSTOMER_FIELDS = (
     "source_id", "email", "phone", "first_name", "last_name", "city", "region", "country",
@@ -168,14 +168,17 @@ def _frame(table: pa.Table) -> pl.DataFrame:
     return frame
 
 
-def _customer_ids(s: BulkSession, sid: int, keys: pl.Series) -> pl.DataFrame:
+def _customer_ids(
+    s: BulkSession, sid: int, keys: pl.Series, column: str = "external_id"
+) -> pl.DataFrame:
+    """(customer_key, customer_id) for the keys that name a customer by ``column``."""
     keys = keys.drop_nulls().unique()
     if not keys.len():
         return pl.DataFrame(schema={"customer_key": pl.String, "customer_id": pl.Int64})
-    stage = s.stage("customer_keys", pl.DataFrame({"k": keys}).to_arrow())
+    stage = s.stage(f"keys_{column}", pl.DataFrame({"k": keys}).to_arrow())
     found = s.fetch_arrow(
-        f"SELECT c.external_id AS customer_key, c.id AS customer_id FROM customers c "
-        f"JOIN {stage} k ON c.store_id = {sid} AND c.external_id = k.k"
+        f"SELECT MIN(c.{column}) AS customer_key, MIN(c.id) AS customer_id FROM customers c "
+        f"JOIN {stage} k ON c.store_id = {sid} AND c.{column} = k.k GROUP BY c.{column}"
     )
     return _frame(found).cast({"customer_key": pl.String, "customer_id": pl.Int64})
 
@@ -240,22 +243,21 @@ def _append_consents(s: BulkSession, sid: int, frame: pl.DataFrame) -> int:
         f"INSERT INTO {pending} SELECT s.*, c.id FROM {stage} s "
         f"JOIN customers c ON c.store_id = {sid} AND c.external_id = s.customer_key"
     )
-    # latest known status per (customer, channel), for the customers in this batch only
-    latest = (
-        "SELECT customer_id, channel, status FROM (SELECT x.customer_id, x.channel, x.status, "
-        "ROW_NUMBER() OVER (PARTITION BY x.customer_id, x.channel "
-        "ORDER BY x.occurred_at DESC, x.id DESC) AS rn FROM consents x "
-        f"WHERE x.customer_id IN (SELECT customer_id FROM {pending})) ranked WHERE rn = 1"
+    history = (
+        f"SELECT 1 FROM consents x WHERE x.customer_id = {pending}.customer_id "
+        f"AND x.channel = {pending}.channel"
+    )
+    # With no history at all, "withdrawn" is the default state: nothing to record.
+    s.execute(f"DELETE FROM {pending} WHERE status = 'withdrawn' AND NOT EXISTS ({history})")
+    # Otherwise record only what changes the status in force at that moment (and never twice).
+    in_force = (
+        f"SELECT x.status FROM consents x WHERE x.customer_id = {pending}.customer_id "
+        f"AND x.channel = {pending}.channel AND x.occurred_at <= {pending}.occurred_at "
+        "ORDER BY x.occurred_at DESC, x.id DESC LIMIT 1"
     )
     s.execute(
-        f"DELETE FROM {pending} WHERE EXISTS (SELECT 1 FROM ({latest}) l WHERE "
-        f"l.customer_id = {pending}.customer_id AND l.channel = {pending}.channel "
-        f"AND l.status = {pending}.status)"
-    )
-    # with no history at all, "withdrawn" is the default and records nothing
-    s.execute(
-        f"DELETE FROM {pending} WHERE status = 'withdrawn' AND NOT EXISTS (SELECT 1 FROM consents x "
-        f"WHERE x.customer_id = {pending}.customer_id AND x.channel = {pending}.channel)"
+        f"DELETE FROM {pending} WHERE EXISTS ({history}) "
+        f"AND COALESCE(({in_force}), 'withdrawn') = {pending}.status"
     )
     s.execute(
         "INSERT INTO consents (store_id, customer_id, channel, status, source, text_version, "
@@ -266,18 +268,33 @@ def _append_consents(s: BulkSession, sid: int, frame: pl.DataFrame) -> int:
 
 
 def _append_events(s: BulkSession, sid: int, frame: pl.DataFrame) -> tuple[int, int]:
-    stage = s.stage("events", frame.unique("dedupe_key", keep="first").to_arrow())
-    fresh = (
-        f"FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.store_id = {sid} "
-        "AND e.dedupe_key = s.dedupe_key)"
+    incoming = frame.unique("dedupe_key", keep="first", maintain_order=True)
+    keys = s.stage("event_keys", incoming.select("dedupe_key").to_arrow())
+    seen = _frame(
+        s.fetch_arrow(
+            f"SELECT e.dedupe_key AS dedupe_key FROM events e "
+            f"JOIN {keys} k ON e.store_id = {sid} AND e.dedupe_key = k.dedupe_key"
+        )
+    ).cast({"dedupe_key": pl.String})
+    fresh = incoming.join(seen, on="dedupe_key", how="anti")
+    by_id = _customer_ids(s, sid, fresh["customer_key"])
+    unresolved = fresh.join(by_id, on="customer_key", how="anti")["customer_key"]
+    # a platform customer id (e.g. Shopify's) resolves through source_id
+    by_source = _customer_ids(s, sid, unresolved, column="source_id").rename(
+        {"customer_id": "source_customer_id"}
     )
-    inserted = _count(s, f"SELECT count(*) {fresh}")
-    s.execute(
-        "INSERT INTO events (store_id, customer_id, anonymous_id, type, occurred_at, "
-        f"properties, dedupe_key) SELECT {sid}, COALESCE("
-        f"(SELECT c.id FROM customers c WHERE c.store_id = {sid} AND c.external_id = s.customer_key), "
-        # a platform customer id (e.g. Shopify's) resolves through source_id
-        f"(SELECT MIN(p.id) FROM customers p WHERE p.store_id = {sid} AND p.source_id = s.customer_key)), "
-        f"s.anonymous_id, s.type, s.occurred_at, s.properties, s.dedupe_key {fresh}"
+    rows = (
+        fresh.join(by_id, on="customer_key", how="left")
+        .join(by_source, on="customer_key", how="left")
+        .select(
+            pl.lit(sid, pl.Int64).alias("store_id"),
+            pl.coalesce("customer_id", "source_customer_id").alias("customer_id"),
+            "anonymous_id",
+            "type",
+            "occurred_at",
+            "properties",
+            "dedupe_key",
+        )
     )
-    return inserted, frame.height - inserted
+    s.append("events", rows.to_arrow())
+    return fresh.height, frame.height - fresh.height
