@@ -30,6 +30,11 @@ CURRENCY = "USD"
 
 
 def _peak_mib() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss on Linux, it is not
+    inherited from the parent across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -177,8 +182,10 @@ def worker_numpy(folder: Path) -> dict[str, float]:
     cohort = first[c] - month.min()
     ages = int(age.max()) + 1
     cell = cohort * ages + age
-    pair = np.unique(c * (int(cell.max()) + 1) + cell)
-    customers = np.bincount(pair % (int(cell.max()) + 1), minlength=int(cell.max()) + 1)
+    cells = int(cell.max()) + 1
+    pairs = np.sort(c * cells + cell)  # np.unique is far slower than sort + diff on numpy 2.4
+    pairs = pairs[np.concatenate(([True], pairs[1:] != pairs[:-1]))]
+    customers = np.bincount(pairs % cells, minlength=cells)
     revenue = np.bincount(cell, weights=net, minlength=int(cell.max()) + 1)
     seconds = time.perf_counter() - started
     np.save(folder / "numpy_cells.npy", np.stack([customers, revenue]))

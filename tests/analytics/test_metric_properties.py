@@ -69,7 +69,7 @@ def run(engine: Engine, orders: pa.Table, g: Granularity, window: int) -> tuple[
     return p, activity(p), retention_table(p, arrays, 0.01), arrays
 
 
-SETTINGS = settings(max_examples=14, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @SETTINGS
@@ -116,7 +116,7 @@ def test_engine_matches_reference_and_invariants_hold(engine: Engine, rows, wind
     assert cells["revenue"].sum() == pytest.approx(float(act["revenue"].sum()))
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=stores, seed=st.integers(0, 1_000))
 def test_row_order_does_not_matter(engine: Engine, rows, seed) -> None:  # type: ignore[no-untyped-def]
     if not has_purchase(rows):

@@ -85,10 +85,8 @@ def test_every_metric_matches_the_hand_computed_table(store: str) -> None:
     for column in EXPECTED.columns:
         assert got[column].to_list() == pytest.approx(EXPECTED[column].to_list()), column
     assert any("another currency" in n for n in result.notes)
-
-
-def test_json_records_carry_iso_bounds_and_null_for_undefined(store: str) -> None:
-    first = metrics(store, "hand", period="month", options=OPTIONS, **RANGE).records()[0]
+    # JSON records: ISO period bounds, null where a metric is undefined
+    first = result.records()[0]
     assert first["period_start"] == "2024-01-01" and first["period_end"] == "2024-01-31"
     assert first["customer_retention_rate"] is None
     assert first["average_order_value"] == 100.0
@@ -119,14 +117,11 @@ def test_quarter_and_filter(store: str) -> None:
     assert fr["guest_orders"].to_list() == [0, 0]
 
 
-def test_reimport_changes_nothing(store: str) -> None:
+def test_cohort_matrix_by_hand_and_reimport_changes_nothing(store: str) -> None:
     before = metrics(store, "hand", period="week", options=OPTIONS, **RANGE).table
     apply_frames(store, "hand", frames())
     after = metrics(store, "hand", period="week", options=OPTIONS, **RANGE).table
     assert before.equals(after)
-
-
-def test_cohort_matrix_by_hand(store: str) -> None:
     table = cohorts(store, "hand", period="month", **RANGE).table
     expected = pl.DataFrame(
         {

@@ -26,7 +26,7 @@ SECTIONS = ("kpis", "trends", "cohorts", "churn", "returning", "second", "growth
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("report")
     db = str(folder / "store.db")
-    apply_frames(db, "shop", simulate_store(1_500, 500, 3).store_frames())
+    apply_frames(db, "shop", simulate_store(800, 450, 3).store_frames())
     result = build_report(db, "shop", folder / "report.html")
     assert result.headline["Customers"] != "n/a"
     assert result.stage in ("startup", "traction", "consistent", "established", "stable")

@@ -23,7 +23,14 @@ def _frame(table: object) -> pl.DataFrame:
 
 def cohort_table(p: Prepared, scale: float) -> pl.DataFrame:
     """Long format: cohort_start, periods_since, cohort_size, customers, revenue and the %s."""
-    rows = p.purchases.filter(_.first_n >= 1, _.n <= p.k)
+    # No window needed: a customer's first purchase has the smallest n and pidx.
+    base = p.base
+    firsts = base.group_by(f_customer="customer_id").aggregate(
+        first_n=_.n.min(), first_pidx=_.pidx.min()
+    )
+    rows = base.join(firsts, base.customer_id == firsts.f_customer).filter(
+        _.first_n >= 1, _.n <= p.k
+    )
     cells = rows.group_by("customer_id", cohort="first_pidx", age=_.pidx - _.first_pidx).aggregate(
         revenue=_.net.sum()
     )

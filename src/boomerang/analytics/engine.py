@@ -81,6 +81,7 @@ class Engine:
 
     def __init__(self, backend: str = "duckdb", *, spark: Any = None) -> None:
         self.backend_name = backend
+        self._held: list[pa.Table] = []
         if backend == "duckdb":
             self.con: Any = ibis.duckdb.connect()
         elif backend == "pyspark":
@@ -95,7 +96,10 @@ class Engine:
         """Register an Arrow table under a fresh name."""
         name = f"_bm_{prefix}_{next(_names)}"
         if self.backend_name == "duckdb":
-            return self.con.create_table(name, data, temp=True)
+            # Zero-copy: DuckDB scans the Arrow buffers in place (kept alive by `_held`).
+            self._held.append(data)
+            self.con.con.register(name, data)
+            return self.con.table(name)
         # PySpark 4 builds a DataFrame straight from Arrow; a temp view keeps it in the session.
         self.spark.createDataFrame(data).createOrReplaceTempView(name)
         return self.con.table(name)

@@ -49,11 +49,20 @@ def activity(p: Prepared) -> pl.DataFrame:
     """Orders, customers, revenue and acquisition per period (integer minor units)."""
     k = p.k
     rows = p.purchases.filter(_.n >= 1, _.n <= k)
-    per_customer = rows.group_by("customer_id", kk=_.n - 1).aggregate(
-        orders=_.count(),
-        revenue=_.net.sum(),
-        gross=_.gross.sum(),
-        is_new=_.seq.min() == 1,
+    days = p.options.second_purchase_days
+    first = rows.seq == 1
+    eligible = first & (rows.t + days * DAY_US <= p.end_us)
+    converted = eligible & rows.next_t.notnull() & (rows.next_t - rows.t <= days * DAY_US)
+    # One pass over the purchases: per customer and period, then per period.
+    per_customer = rows.group_by("customer_id", kk=rows.n - 1).aggregate(
+        orders=rows.count(),
+        revenue=rows.net.sum(),
+        gross=rows.gross.sum(),
+        is_new=first.any(),
+        first_orders=ibis.ifelse(first, 1, 0).sum(),
+        first_order_revenue=ibis.ifelse(first, rows.net, 0).sum(),
+        second_eligible=ibis.ifelse(eligible, 1, 0).sum(),
+        second_converted=ibis.ifelse(converted, 1, 0).sum(),
     )
     agg = per_customer.group_by(k="kk").aggregate(
         customers=_.count(),
@@ -63,20 +72,12 @@ def activity(p: Prepared) -> pl.DataFrame:
         gross=_.gross.sum(),
         new_customers=ibis.ifelse(_.is_new, 1, 0).sum(),
         returning_revenue=ibis.ifelse(_.is_new, 0, _.revenue).sum(),
-    )
-    orders = rows.group_by(k=_.n - 1).aggregate(
-        first_orders=ibis.ifelse(_.seq == 1, 1, 0).sum(),
-        first_order_revenue=ibis.ifelse(_.seq == 1, _.net, 0).sum(),
-        repeat_orders=ibis.ifelse(_.seq > 1, 1, 0).sum(),
-        repeat_order_revenue=ibis.ifelse(_.seq > 1, _.net, 0).sum(),
-    )
-    days = p.options.second_purchase_days
-    firsts = rows.filter(_.seq == 1)
-    eligible = firsts.t + days * DAY_US <= p.end_us
-    converted = eligible & firsts.next_t.notnull() & (firsts.next_t - firsts.t <= days * DAY_US)
-    second = firsts.group_by(k=firsts.n - 1).aggregate(
-        second_eligible=ibis.ifelse(eligible, 1, 0).sum(),
-        second_converted=ibis.ifelse(converted, 1, 0).sum(),
+        first_orders=_.first_orders.sum(),
+        first_order_revenue=_.first_order_revenue.sum(),
+        repeat_orders=(_.orders - _.first_orders).sum(),
+        repeat_order_revenue=(_.revenue - _.first_order_revenue).sum(),
+        second_eligible=_.second_eligible.sum(),
+        second_converted=_.second_converted.sum(),
     )
     guests = (
         p.guests.filter(_.n >= 1, _.n <= k)
@@ -89,7 +90,7 @@ def activity(p: Prepared) -> pl.DataFrame:
         .aggregate(cancelled_orders=_.count())
     )
     out = pl.DataFrame({"k": np.arange(k, dtype=np.int64)})
-    for expr in (agg, orders, second, guests, cancelled):
+    for expr in (agg, guests, cancelled):
         frame = _frame(p.engine.arrow(expr))
         cols = [c for c in frame.columns if c != "k"]
         out = out.join(_by_period(p, frame, cols), on="k", how="left")

@@ -33,7 +33,7 @@ class Prepared:
     data: Data
     periods: Periods
     options: MetricOptions
-    purchases: ibis.Table
+    base: ibis.Table  # identified purchases with their day lookups (cached)
     guests: ibis.Table
     cancelled: ibis.Table
     customers: ibis.Table | None  # the filtered customers, when a filter is active
@@ -41,6 +41,31 @@ class Prepared:
     data_start_day: int
     data_end_day: int  # the day after the last order: the "as of" of the data
     notes: list[str] = field(default_factory=list)
+    _purchases: ibis.Table | None = None
+
+    @property
+    def purchases(self) -> ibis.Table:
+        """The purchases with their neighbours in each customer's history (one window pass,
+        computed on first use and cached: cohorts alone do not need it)."""
+        if self._purchases is None:
+            b = self.base
+            w = ibis.window(group_by="customer_id", order_by=["t", "id"])
+            self._purchases = self.engine.cache(
+                b.select(
+                    "customer_id", "id", "day", "net", "n", "n_w", "pidx", "t", "gross",
+                    seq=ibis.row_number().over(w) + 1,
+                    prev_t=b.t.lag().over(w),
+                    next_t=b.t.lead().over(w),
+                    prev_nw=b.n_w.lag().over(w),
+                    next_n=b.n.lead().over(w),
+                    first_t=b.t.first().over(w),
+                    first_n=b.n.first().over(w),
+                    first_pidx=b.pidx.first().over(w),
+                    cut1=b.cut1.first().over(w),
+                    cut2=b.cut2.first().over(w),
+                )  # fmt: skip
+            )
+        return self._purchases
 
     @property
     def k(self) -> int:
@@ -122,30 +147,12 @@ def prepare(
     )
     ident = live.filter(_.customer_id.notnull())
     purchases = _attach_returns(engine, ident, notes)
-    purchases = purchases.join(cal, "day")
-    w = ibis.window(group_by="customer_id", order_by=["placed_at", "id"])
-    purchases = purchases.select(
-        "customer_id",
-        "id",
-        "day",
-        "net",
-        "n",
-        "n_w",
-        "pidx",
-        t=_.placed_at,
-        gross=_.total_minor,
-        seq=ibis.row_number().over(w) + 1,
-        prev_t=_.placed_at.lag().over(w),
-        next_t=_.placed_at.lead().over(w),
-        prev_nw=_.n_w.lag().over(w),
-        next_n=_.n.lead().over(w),
-        first_t=_.placed_at.first().over(w),
-        first_n=_.n.first().over(w),
-        first_pidx=_.pidx.first().over(w),
-        cut1=_.cut1.first().over(w),
-        cut2=_.cut2.first().over(w),
+    base = engine.cache(
+        purchases.join(cal, "day").select(
+            "customer_id", "id", "day", "net", "n", "n_w", "pidx", "cut1", "cut2",
+            t=_.placed_at, gross=_.total_minor,
+        )  # fmt: skip
     )
-    purchases = engine.cache(purchases)
     guests = live.filter(_.customer_id.isnull(), _.total_minor >= 0).join(cal, "day")
     cancelled = (
         in_currency.filter(_.status == "cancelled", _.placed_at < end_us)
@@ -157,7 +164,7 @@ def prepare(
         data=data,
         periods=periods,
         options=options,
-        purchases=purchases,
+        base=base,
         guests=guests,
         cancelled=cancelled,
         customers=chosen,

@@ -96,7 +96,9 @@ def retention_arrays(p: Prepared) -> RetentionArrays:
     )
     seg = p.engine.cache(seg)
 
-    coverage = ibis.union(*_banded_ranges(seg, "a", "e", ibis.literal(1)))
+    # Band each distinct (cuts, range) once: those are boundary indices, so few distinct rows.
+    seg_ranges = seg.group_by("cut1", "cut2", "a", "e").aggregate(k=_.count())
+    coverage = ibis.union(*_banded_ranges(seg_ranges, "a", "e", seg_ranges.k))
     s_rows = pl.from_arrow(run(coverage.group_by("band", "pos").aggregate(w=_.w.sum())))
     at_boundary = _accumulate(_frame(s_rows), k, cumulative=True).astype(np.int64)
 
@@ -124,7 +126,8 @@ def retention_arrays(p: Prepared) -> RetentionArrays:
     for pos, first, count in g_rows.select("pos", "first", "w").iter_rows():
         (new if first else reactivated)[pos] += count
 
-    window_rev = ibis.union(*_banded_ranges(rows, "n", "n_w", rows.net.cast("float64")))
+    rev_ranges = rows.group_by("cut1", "cut2", "n", "n_w").aggregate(v=_.net.sum().cast("float64"))
+    window_rev = ibis.union(*_banded_ranges(rev_ranges, "n", "n_w", rev_ranges.v))
     r_rows = pl.from_arrow(run(window_rev.group_by("band", "pos").aggregate(w=_.w.sum())))
     revenue_start = _accumulate(_frame(r_rows), k, cumulative=True)
 
@@ -153,38 +156,46 @@ def _revenue_changes(p: Prepared) -> tuple[F64, F64]:
     """
     k = p.k
     rows = p.purchases
-    entering = (
-        rows.filter(_.n >= 1, _.n <= k)
-        .group_by("customer_id", "cut1", "cut2", kk=_.n - 1)
-        .aggregate(
-            a=ibis.ifelse(_.n_w >= _.n + 1, _.net, 0).sum().cast("float64"),
-            member=_.prev_nw.fill_null(-1).min() >= _.n.min(),
-        )
-        .filter(_.member)
+    big = k + 10
+
+    def band_code(kk: ibis.Value) -> ibis.Value:
+        return ibis.cases((kk < rows.cut1, 0), (kk < rows.cut2, 1), else_=2).cast("int64")
+
+    # One union of contributions, one group-by: entering revenue (A) at k = n − 1 for every
+    # purchase in range, with the previous purchase's n_w for membership; leaving revenue
+    # (D) at k = n_w − 1 (D rows always belong to a customer at the start).
+    entering = rows.filter(rows.n >= 1, rows.n <= k).select(
+        "customer_id",
+        kk=(rows.n - 1).cast("int64"),
+        band=band_code(rows.n - 1),
+        a=ibis.ifelse(rows.n_w >= rows.n + 1, rows.net, 0).cast("float64"),
+        d=ibis.literal(0.0),
+        mem=(rows.prev_nw.fill_null(-1) - rows.n).cast("int64"),
     )
-    leaving = (
-        rows.filter(_.n_w > _.n, _.n_w >= 1, _.n_w <= k)
-        .group_by(d_customer="customer_id", d_cut1="cut1", d_cut2="cut2", d_k=_.n_w - 1)
-        .aggregate(d=_.net.sum().cast("float64"))
+    leaving = rows.filter(rows.n_w > rows.n, rows.n_w >= 1, rows.n_w <= k).select(
+        "customer_id",
+        kk=(rows.n_w - 1).cast("int64"),
+        band=band_code(rows.n_w - 1),
+        a=ibis.literal(0.0),
+        d=rows.net.cast("float64"),
+        mem=ibis.literal(big, "int64"),
     )
-    pairs = entering.outer_join(
-        leaving, [entering.customer_id == leaving.d_customer, entering.kk == leaving.d_k]
+    pairs = (
+        ibis.union(entering, leaving)
+        .group_by("customer_id", "kk", "band")
+        .aggregate(a=_.a.sum(), d=_.d.sum(), mem=_.mem.min())
+        .filter(_.mem >= 0)  # a customer at the start of period kk
     )
-    pairs = pairs.select(
-        kk=ibis.coalesce(pairs.kk, pairs.d_k),
-        cut1=ibis.coalesce(pairs.cut1, pairs.d_cut1),
-        cut2=ibis.coalesce(pairs.cut2, pairs.d_cut2),
-        delta=pairs.a.fill_null(0) - pairs.d.fill_null(0),
-    )
-    agg = pairs.group_by(band=_band_of(pairs.kk, pairs.cut1, pairs.cut2), pos=pairs.kk).aggregate(
-        delta=_.delta.sum(), contraction=ibis.least(_.delta, 0).sum()
+    delta = pairs.a - pairs.d
+    agg = pairs.group_by("band", pos=pairs.kk).aggregate(
+        delta=delta.sum(), contraction=ibis.least(delta, 0).sum()
     )
     out = _frame(pl.from_arrow(p.engine.arrow(agg)))
     delta = np.zeros((3, k), dtype=np.float64)
     contraction = np.zeros((3, k), dtype=np.float64)
     for band, pos, d, c in out.select("band", "pos", "delta", "contraction").iter_rows():
-        delta[BANDS.index(band), pos] += d
-        contraction[BANDS.index(band), pos] += c
+        delta[band, pos] += d
+        contraction[band, pos] += c
     return delta, contraction
 
 

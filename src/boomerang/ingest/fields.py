@@ -247,14 +247,21 @@ def e164(raw: str, region: str | None) -> str | None:
 
 
 def phone(frame: pl.DataFrame, src: pl.Expr, region: pl.Expr) -> Parsed:
-    """Phones per (number, country) pair, each distinct pair parsed once."""
-    pairs = frame.select(src.alias("p"), region.alias("r")).drop_nulls("p").unique()
-    table = {
-        (p, r): e164(p, r) for p, r in zip(pairs["p"].to_list(), pairs["r"].to_list(), strict=True)
+    """Phones to E.164. Numbers already written internationally (``+`` and 8-15 digits once
+    spaces, dots, dashes and brackets go) are taken as they are, vectorised; national numbers
+    go through libphonenumber with the row's country, each distinct (number, country) once.
+    """
+    compact = src.str.replace_all(r"[\s\-\.\(\)]", "")
+    international = compact.str.contains(r"^\+[1-9]\d{7,14}$").fill_null(False)
+    national = frame.select(src.alias("p"), region.alias("r"), international.alias("i"))
+    pairs = national.filter(~pl.col("i")).drop_nulls("p").unique(["p", "r"])
+    flat = {
+        f"{p}\x1f{r or ''}": e164(p, r)
+        for p, r in zip(pairs["p"].to_list(), pairs["r"].to_list(), strict=True)
     }
     key = pl.concat_str([src, region.fill_null("")], separator="\x1f")
-    flat = {f"{p}\x1f{r or ''}": v for (p, r), v in table.items()}
-    value = key.replace_strict(flat, default=None, return_dtype=pl.String)
+    parsed = key.replace_strict(flat, default=None, return_dtype=pl.String)
+    value = pl.when(international).then(compact).otherwise(parsed)
     return Parsed(
         value, src.is_not_null() & value.is_null(), "not a phone number (E.164 or national)"
     )

@@ -201,11 +201,8 @@ def build_orders(
     rank = np.empty(n_orders, dtype=np.int64)
     rank[pl.Series(key).arg_sort().to_numpy()] = np.arange(n_orders)
 
-    pos = np.where(
-        guest,
-        rng.random(n_orders) < params.guest_pos_share,
-        rng.random(n_orders) < params.customer_pos_share,
-    )
+    pos_share = np.where(guest, params.guest_pos_share, params.customer_pos_share)
+    pos = rng.random(n_orders) < pos_share
     city = np.where(pos, STORE_CITY, city)
 
     lines = _baskets(rng, pop, catalogue, params, owner, kind, purchases.quantity)
@@ -235,7 +232,7 @@ def _baskets(
     # Guests draw their own ν: they are one-off buyers from the same population.
     nu = pop.nu[safe_owner]
     nu[guest] = rng.gamma(params.q, 1.0 / params.gamma, size=int(guest.sum()))
-    value = rng.gamma(params.p, 1.0 / nu)
+    value = rng.standard_gamma(params.p, size=n_orders) / nu  # Gamma(p, rate ν)
     repl = kind == REPLENISHER
     extra = rng.poisson(params.extra_lines_mean, size=n_orders)
     cap = np.clip(np.floor(value / MIN_LINE_VALUE), 1, params.max_lines).astype(np.int64)
@@ -251,12 +248,16 @@ def _baskets(
     weight_sum = np.bincount(member, weights=weight, minlength=n_orders)
     target = value[member] * weight / weight_sum[member]
     favourite = np.where(guest | repl, -1, pop.favourite[safe_owner])[member]
-    popular = rng.choice(len(CATEGORIES), size=len(pick), p=catalogue.popularity)
+    popular = np.searchsorted(np.cumsum(catalogue.popularity), rng.random(len(pick)))
+    popular = np.minimum(popular, len(CATEGORIES) - 1)
     use_fav = (favourite >= 0) & (rng.random(len(pick)) < params.favourite_category_share)
     category = np.where(use_fav, favourite, popular)
-    consumable = np.array([bool(c.lifespans) for c in CATEGORIES])[category]
+    # Quantity 2 (or 3) is likelier for consumables.
+    consumable = np.array([bool(c.lifespans) for c in CATEGORIES])
+    two_or_more = np.where(consumable, 0.25, 0.08)[category]
+    three = np.where(consumable, 0.05, 0.0)[category]
     u = rng.random(len(pick))
-    qty = 1 + (u < np.where(consumable, 0.25, 0.08)) + (u < np.where(consumable, 0.05, 0.0))
+    qty = 1 + (u < two_or_more) + (u < three)
     top = catalogue.price[catalogue.category_start + catalogue.category_count - 1][category]
     qty = np.maximum(qty, np.ceil(target / top)).astype(np.int64)
 

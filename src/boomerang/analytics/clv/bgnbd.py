@@ -281,7 +281,7 @@ class BGFamilyLikelihood:
 
 
 def fit_bgnbd(
-    x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *, seed: int = 0, penalty: float = 0.0
+    x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *, seed: int = 0, penalty: float | None = None
 ) -> FittedModel[BGNBD]:
     """Maximum-likelihood BG/NBD on calibration summaries (one row per customer).
 

@@ -156,7 +156,7 @@ class _GammaGammaLikelihood:
 
 
 def fit_gammagamma(
-    x: ArrayLike, zbar: ArrayLike, *, seed: int = 0, penalty: float = 0.0
+    x: ArrayLike, zbar: ArrayLike, *, seed: int = 0, penalty: float | None = None
 ) -> FittedModel[GammaGamma]:
     """Maximum-likelihood Gamma-Gamma on (x, z̄), using customers with x > 0 and z̄ > 0.
 

@@ -115,7 +115,7 @@ class MBGNBD:
 
 
 def fit_mbgnbd(
-    x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *, seed: int = 0, penalty: float = 0.0
+    x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *, seed: int = 0, penalty: float | None = None
 ) -> FittedModel[MBGNBD]:
     """Maximum-likelihood MBG/NBD on calibration summaries (one row per customer)."""
     data = RFMData.from_arrays(x, t_x, T)

@@ -216,7 +216,7 @@ class _ParetoLikelihood:
 
 
 def fit_paretonbd(
-    x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *, seed: int = 0, penalty: float = 0.0
+    x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *, seed: int = 0, penalty: float | None = None
 ) -> FittedModel[ParetoNBD]:
     """Maximum-likelihood Pareto/NBD on calibration summaries (one row per customer)."""
     data = RFMData.from_arrays(x, t_x, T)

@@ -1,5 +1,9 @@
 """Apply a normalised import batch in one bulk transaction, and count what changed.
 
+Key look-ups are written ``FROM staged_keys k CROSS JOIN table t WHERE ...``: SQLite keeps
+that join order (the staged table outside, the table's unique index inside); PostgreSQL
+plans it as an ordinary join.
+
 Set-based throughout: staging tables and SQL for customers, products, consents and events;
 for orders (the big table) a digest diff in Arrow/polars decides new / changed / unchanged,
 new orders and all affected lines are appended straight into their tables, and only changed
@@ -111,8 +115,8 @@ def _upsert_customers(s: BulkSession, sid: int, frame: pl.DataFrame) -> Counts:
     cols = ", ".join(f"c.{c}" for c in CUSTOMER_FIELDS)
     stored = _frame(
         s.fetch_arrow(
-            f"SELECT c.id, c.external_id, {cols} FROM customers c "
-            f"JOIN {keys} k ON c.store_id = {sid} AND c.external_id = k.external_id"
+            f"SELECT c.id, c.external_id, {cols} FROM {keys} k CROSS JOIN customers c "
+            f"WHERE c.store_id = {sid} AND c.external_id = k.external_id"
         )
     )
     stored = stored.cast(
@@ -177,8 +181,9 @@ def _customer_ids(
         return pl.DataFrame(schema={"customer_key": pl.String, "customer_id": pl.Int64})
     stage = s.stage(f"keys_{column}", pl.DataFrame({"k": keys}).to_arrow())
     found = s.fetch_arrow(
-        f"SELECT MIN(c.{column}) AS customer_key, MIN(c.id) AS customer_id FROM customers c "
-        f"JOIN {stage} k ON c.store_id = {sid} AND c.{column} = k.k GROUP BY c.{column}"
+        f"SELECT MIN(c.{column}) AS customer_key, MIN(c.id) AS customer_id "
+        f"FROM {stage} k CROSS JOIN customers c "
+        f"WHERE c.store_id = {sid} AND c.{column} = k.k GROUP BY c.{column}"
     )
     return _frame(found).cast({"customer_key": pl.String, "customer_id": pl.Int64})
 
@@ -190,7 +195,8 @@ def _upsert_orders(s: BulkSession, sid: int, orders: pl.DataFrame, lines: pl.Dat
     existing = _frame(
         s.fetch_arrow(
             f"SELECT o.external_id AS external_id, o.id AS id, o.digest AS old_digest "
-            f"FROM orders o JOIN {keys} k ON o.store_id = {sid} AND o.external_id = k.external_id"
+            f"FROM {keys} k CROSS JOIN orders o "
+            f"WHERE o.store_id = {sid} AND o.external_id = k.external_id"
         )
     ).cast({"external_id": pl.String, "id": pl.Int64, "old_digest": pl.String})
     diffed = orders.join(existing, on="external_id", how="left")
@@ -272,8 +278,8 @@ def _append_events(s: BulkSession, sid: int, frame: pl.DataFrame) -> tuple[int, 
     keys = s.stage("event_keys", incoming.select("dedupe_key").to_arrow())
     seen = _frame(
         s.fetch_arrow(
-            f"SELECT e.dedupe_key AS dedupe_key FROM events e "
-            f"JOIN {keys} k ON e.store_id = {sid} AND e.dedupe_key = k.dedupe_key"
+            f"SELECT e.dedupe_key AS dedupe_key FROM {keys} k CROSS JOIN events e "
+            f"WHERE e.store_id = {sid} AND e.dedupe_key = k.dedupe_key"
         )
     ).cast({"dedupe_key": pl.String})
     fresh = incoming.join(seen, on="dedupe_key", how="anti")
