@@ -120,7 +120,7 @@ def _upsert_customers(s: BulkSession, sid: int, frame: pl.DataFrame) -> Counts:
         )
     )
     stored = stored.cast(
-        {c: incoming.schema[c] for c in ("external_id", *CUSTOMER_FIELDS)} | {"id": pl.Int64}
+        pl.Schema({"id": pl.Int64(), **incoming.select("external_id", *CUSTOMER_FIELDS).schema})
     )
     merged = _merged_customers(incoming, stored)
     new = merged.filter(pl.col("id").is_null())
