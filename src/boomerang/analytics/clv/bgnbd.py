@@ -114,7 +114,9 @@ class BGNBD:
         r, alpha, b = self.r, self.alpha, self.b
         z = tt / (alpha + Ta + tt)
         with np.errstate(divide="ignore"):
-            tail = np.exp((a - 1) * np.log1p(-z)) * hyp2f1(a + b - 1 - r, a - 1, a + b + xa - 1, z)
+            tail = np.exp((a - 1) * np.log1p(-z)) * hyp2f1_safe(
+                a + b - 1 - r, a - 1, a + b + xa - 1, z
+            )
         return _f64(alive * (a + b + xa - 1) / (a - 1) * (1 - tail))
 
     def time_to_next_purchase(
@@ -148,6 +150,21 @@ class BGNBD:
         pos = x > 0
         t_x[pos] = Ta[pos] * rng.beta(x[pos], events[pos] - x[pos] + 1)
         return x.astype(np.float64), t_x
+
+
+def hyp2f1_safe(a: ArrayLike, b: ArrayLike, c: ArrayLike, z: ArrayLike) -> FloatArray:
+    """scipy's 2F1, re-evaluated with c nudged by 1e-10 (relative) where it is not finite.
+
+    scipy returns inf for some z near 1 when c − a − b is a whole number (for example
+    2F1(1, 1; 101; 0.98)); the function is continuous in c, so the nudge costs ~1e-10.
+    """
+    aa, bb, cc, zz = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (a, b, c, z)))
+    value = np.asarray(hyp2f1(aa, bb, cc, zz), dtype=np.float64)
+    bad = ~np.isfinite(value)
+    if np.any(bad):
+        value = value.copy()
+        value[bad] = hyp2f1(aa[bad], bb[bad], cc[bad] * (1 + 1e-10), zz[bad])
+    return value
 
 
 def bg_family_log_odds(

@@ -22,11 +22,12 @@ from typing import ClassVar, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import expit, gammaln, hyp2f1
+from scipy.special import expit, gammaln
 
 from boomerang.analytics.clv.bgnbd import (
     BGFamilyLikelihood,
     bg_family_log_odds,
+    hyp2f1_safe,
     lomax_quantile,
     nudge_from_one,
 )
@@ -103,7 +104,7 @@ class MBGNBD:
         a = nudge_from_one(self.a)
         r, alpha, b = self.r, self.alpha, self.b
         z = tt / (alpha + Ta + tt)
-        tail = np.exp((a - 1) * np.log1p(-z)) * hyp2f1(a + b - r, a - 1, a + b + xa, z)
+        tail = np.exp((a - 1) * np.log1p(-z)) * hyp2f1_safe(a + b - r, a - 1, a + b + xa, z)
         return np.asarray(alive * (a + b + xa) / (a - 1) * (1 - tail), dtype=np.float64)
 
     def time_to_next_purchase(

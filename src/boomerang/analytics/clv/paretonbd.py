@@ -26,7 +26,7 @@ from typing import ClassVar, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import expit, gammaln, hyp2f1
+from scipy.special import expit, gamma, gammaln, hyp2f1
 
 from boomerang.analytics.clv.bgnbd import lomax_quantile
 from boomerang.analytics.clv.fitting import (
@@ -76,20 +76,65 @@ def _hyp2f1_one_cf(b: FloatArray, c: FloatArray, z: FloatArray, max_terms: int =
     return np.asarray(np.where(converged, f, np.nan), dtype=np.float64)
 
 
+def _hyp2f1_one_near_one(b: FloatArray, c: FloatArray, z: FloatArray) -> FloatArray:
+    """2F1(1, b; c; z) for z near 1 by the connection formula to 1 − z (DLMF 15.8.4):
+
+        (c−1)/m · 2F1(1, b; 1−m; 1−z) + Γ(c)Γ(−m)/Γ(b) · (1−z)^m z^(1−c),  m = c − 1 − b,
+
+    whose series converges fast when b(1−z) is small. For whole-number m the two terms
+    have poles that cancel; there the value is the mean at m ± 1e−5 (error ~1e−9).
+    """
+    m = c - 1 - b
+    whole = np.abs(m - np.round(m)) < 1e-5
+    out = np.empty(b.shape)
+    out[~whole] = _connection(b[~whole], m[~whole], z[~whole])
+    if np.any(whole):
+        mid = np.round(m[whole])
+        out[whole] = 0.5 * (
+            _connection(b[whole], mid + 1e-5, z[whole])
+            + _connection(b[whole], mid - 1e-5, z[whole])
+        )
+    return out
+
+
+def _connection(b: FloatArray, m: FloatArray, z: FloatArray) -> FloatArray:
+    w = 1 - z
+    term = np.ones(b.shape)
+    total = np.ones(b.shape)
+    for n in range(2000):
+        term = term * (b + n) * w / (1 - m + n)
+        total = total + term
+        if np.all(np.abs(term) <= 1e-17 * np.abs(total)):
+            break
+    c = b + 1 + m
+    second = np.exp(m * np.log(w) + (1 - c) * np.log(z) + gammaln(c) - gammaln(b)) * gamma(-m)
+    return np.asarray((c - 1) / m * total + second, dtype=np.float64)
+
+
 def _log_hyp2f1_c_eq_a_plus_1(a: FloatArray, b: FloatArray, z: FloatArray) -> FloatArray:
     """ln 2F1(a, b; a+1; z) = (1−b) ln(1−z) + ln 2F1(1, a+1−b; a+1; z) (Euler).
 
-    scipy.special.hyp2f1 first; its NaNs (large parameters, z near 1) are recomputed by
-    continued fraction.
+    scipy.special.hyp2f1 in general; the continued fraction where scipy is slow or fails
+    (second parameter above 50 with z above 0.95: the corner where dropout or purchase
+    heterogeneity vanishes); the connection formula to 1 − z for what is left near z = 1.
+    Each method backs up the others; NaN only if all fail.
     """
     a, b, z = np.broadcast_arrays(a, b, z)
     bb, cc = a + 1 - b, a + 1
-    value = np.asarray(hyp2f1(1.0, bb, cc, z), dtype=np.float64)
-    bad = ~np.isfinite(value)
-    if np.any(bad):
-        value = value.copy()
-        value[bad] = _hyp2f1_one_cf(bb[bad], cc[bad], z[bad])
-    return np.asarray((1 - b) * np.log1p(-z) + np.log(value), dtype=np.float64)
+    value = np.full(bb.shape, np.nan)
+    slow = (bb > 50) & (z > 0.95)
+    near_one = (bb * (1 - z) < 2) & (cc - 1 - bb < 4) & (z > 0.5)
+    for method, region in (
+        (_hyp2f1_one_cf, slow),
+        (lambda p, q, y: np.asarray(hyp2f1(1.0, p, q, y), dtype=np.float64), None),
+        (_hyp2f1_one_cf, ~slow),
+        (_hyp2f1_one_near_one, near_one),
+    ):
+        todo = ~np.isfinite(value) if region is None else ~np.isfinite(value) & region
+        if np.any(todo):
+            value[todo] = method(bb[todo], cc[todo], z[todo])
+    with np.errstate(invalid="ignore"):
+        return np.asarray((1 - b) * np.log1p(-z) + np.log(value), dtype=np.float64)
 
 
 def pareto_terms(
