@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from boomerang.cli.app import app
+from boomerang.errors import InputError, NotFoundError
 from boomerang.services.imports import run_import
 
 SAMPLE = Path(__file__).parents[1] / "data" / "analytics" / "online_retail_sample.csv"
@@ -80,3 +81,17 @@ def test_cohorts_csv_and_table(db: str) -> None:
     ]
     table = runner.invoke(app, ["cohorts", "--db", db, "--store", "uk", "--by", "revenue"])
     assert table.exit_code == 0 and "2010-12-01" in table.stdout
+
+
+def test_report_command_and_errors(db: str, tmp_path: Path) -> None:
+    run_import("online-retail", SAMPLE, db=db, store="uk", currency="GBP")
+    runner = CliRunner()
+    out = tmp_path / "report.html"
+    result = runner.invoke(app, ["report", "--db", db, "--store", "uk", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.exists() and f"report: {out}" in result.stdout.replace("\n", "")
+    assert "lifecycle stage: startup" in result.stdout  # three months, a handful of orders
+    bad = runner.invoke(app, ["metrics", "--db", db, "--store", "uk", "--period", "fortnight"])
+    assert isinstance(bad.exception, InputError) and "fortnight" in str(bad.exception)
+    missing = runner.invoke(app, ["metrics", "--db", db, "--store", "nope"])
+    assert isinstance(missing.exception, NotFoundError)

@@ -40,4 +40,13 @@ def demo(
             f"store '{totals.name}': {totals.customers:,} customers, {totals.orders:,} orders, "
             f"{totals.events:,} events, net revenue {revenue}"
         )
+    report = result.report
+    if report is not None:
+        console.rule(f"retention, {report.start} to {report.end} (latest complete month)")
+        for label, value in report.headline.items():
+            console.print(f"{label:<28} {value}")
+        console.print(f"lifecycle stage: {report.stage}")
+        for note in report.notes:
+            console.print(f"note: {note}")
+        console.print(f"report: {report.path}")
     console.print(f"database: {result.db}")

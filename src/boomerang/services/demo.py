@@ -13,6 +13,7 @@ from pathlib import Path
 
 from boomerang.services import simulation
 from boomerang.services.admin import store_overview
+from boomerang.services.analytics import ReportResult, build_report
 from boomerang.services.imports import ImportSummary, run_import
 from boomerang.store.repos.overview import StoreCounts
 
@@ -31,6 +32,7 @@ class DemoResult:
     simulation: list[str]
     imports: list[ImportSummary] = field(default_factory=list)
     totals: StoreCounts | None = None
+    report: ReportResult | None = None
 
 
 def run_demo(
@@ -65,4 +67,6 @@ def run_demo(
             )
         )
     result.totals = next(s for s in store_overview(db) if s.name == DEMO_STORE)
+    step("writing the retention report")
+    result.report = build_report(db, DEMO_STORE, directory / "report.html")
     return result

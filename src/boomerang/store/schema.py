@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -159,4 +160,29 @@ events = Table(
     UniqueConstraint("store_id", "dedupe_key"),
     Index("ix_events_store_type_occurred", "store_id", "type", "occurred_at"),
     Index("ix_events_customer", "customer_id", "occurred_at"),
+)
+
+# Per-customer CLV predictions, one row per (store, customer, model); a re-fit replaces a
+# store+model's rows in one transaction (docs/clv.md).
+customer_predictions = Table(
+    "customer_predictions",
+    metadata,
+    Column("store_id", Id, ForeignKey("stores.id"), primary_key=True),
+    Column("customer_id", Id, ForeignKey("customers.id"), primary_key=True),
+    Column("model", String(16), primary_key=True),
+    Column("model_version", String(32), nullable=False),
+    Column("fitted_at", BigInteger, nullable=False),
+    Column("inputs_through", BigInteger, nullable=False),  # calibration end (exclusive), micros
+    Column("p_alive", Float, nullable=False),
+    Column("horizon_days", Integer, nullable=False),
+    Column("expected_purchases", Float, nullable=False),
+    Column("expected_purchases_low", Float),
+    Column("expected_purchases_high", Float),
+    Column("next_order_at", BigInteger),
+    Column("clv_minor", BigInteger, nullable=False),
+    Column("clv_low_minor", BigInteger),
+    Column("clv_high_minor", BigInteger),
+    Column("currency", String(3), nullable=False),
+    Column("risk_band", String(8), nullable=False),
+    Index("ix_customer_predictions_store_model_risk", "store_id", "model", "risk_band"),
 )

@@ -132,6 +132,15 @@ def unique_rows(
     return firsts, run_lengths, positions
 
 
+def subsample_rows(
+    weight: FloatArray, n: int, rng: np.random.Generator
+) -> tuple[NDArray[np.intp], FloatArray]:
+    """Rows and new weights for ``n`` customers drawn with replacement from weighted rows."""
+    counts = rng.multinomial(n, weight / weight.sum()).astype(np.float64)
+    keep = np.flatnonzero(counts > 0)
+    return keep, counts[keep]
+
+
 @dataclass(frozen=True, slots=True)
 class RFMData:
     """Calibration data compressed to unique ``(x, t_x, T)`` rows; ``weight`` counts customers."""
@@ -164,10 +173,9 @@ class RFMData:
         return RFMData(self.x, self.t_x / scale, self.T / scale, self.weight)
 
     def subsample(self, n: int, rng: np.random.Generator) -> RFMData:
-        """About ``n`` customers drawn with replacement, kept in compressed form."""
-        counts = rng.multinomial(n, self.weight / self.weight.sum()).astype(np.float64)
-        keep = counts > 0
-        return RFMData(self.x[keep], self.t_x[keep], self.T[keep], counts[keep])
+        """``n`` customers drawn with replacement, kept in compressed form."""
+        keep, counts = subsample_rows(self.weight, n, rng)
+        return RFMData(self.x[keep], self.t_x[keep], self.T[keep], counts)
 
 
 # --------------------------------------------------------------------------- models
@@ -499,20 +507,26 @@ def newton_minimise(curvature: CurvatureObjective, x0: FloatArray, max_iter: int
     return _Run(theta, value, grad, it + 1, evals, message)
 
 
-def bfgs_minimise(objective: Objective, x0: FloatArray, max_iter: int = 500) -> _Run:
+def bfgs_minimise(
+    objective: Objective,
+    x0: FloatArray,
+    max_iter: int = 500,
+    inverse_hessian: FloatArray | None = None,
+) -> _Run:
     """Quasi-Newton (BFGS, inverse-Hessian form) in a box, for likelihoods without an
     analytic Hessian. Written out because four parameters need no more than this.
 
     Coordinates pinned at a bound (gradient pushing outwards) are frozen and the
     curvature estimate restarts whenever that set changes, so a run that ends on the
     edge of the box gets there in a few steps instead of crawling along it.
+    ``inverse_hessian`` warm-starts the curvature (e.g. from a subsample's optimum).
     """
     theta = np.clip(x0, -LOG_BOUND, LOG_BOUND)
     value, grad = objective(theta)
     evals = 1
     k = theta.shape[0]
-    inv_h = np.eye(k)
-    fresh = True
+    inv_h = np.eye(k) if inverse_hessian is None else inverse_hessian.copy()
+    fresh = inverse_hessian is None
     pinned_before = np.zeros(k, dtype=bool)
     quiet = 0
     message = "iteration limit reached"
@@ -557,10 +571,19 @@ def bfgs_minimise(objective: Objective, x0: FloatArray, max_iter: int = 500) -> 
     return _Run(theta, value, grad, it + 1, evals, message)
 
 
-def _minimise(likelihood: Likelihood, x0: FloatArray) -> _Run:
+def _minimise(
+    likelihood: Likelihood, x0: FloatArray, inverse_hessian: FloatArray | None = None
+) -> _Run:
     if likelihood.curvature is not None:
         return newton_minimise(likelihood.curvature, x0)
-    return bfgs_minimise(likelihood.value_and_gradient, x0)
+    return bfgs_minimise(likelihood.value_and_gradient, x0, inverse_hessian=inverse_hessian)
+
+
+def _inverse_if_positive(hess: FloatArray) -> FloatArray | None:
+    vals, vecs = np.linalg.eigh((hess + hess.T) / 2)
+    if not np.all(np.isfinite(vals)) or vals[0] <= 1e-8 * max(1.0, float(vals[-1])):
+        return None
+    return np.asarray((vecs / vals) @ vecs.T, dtype=np.float64)
 
 
 _PENALTY_HINT = "; or refit with a small penalty (e.g. penalty=0.1) to regularise the estimates"
@@ -687,7 +710,11 @@ def _maximise(
     agreeing = sum(abs(r.value - best.value) < 1e-7 for r in runs)
     if screen is not None:
         with np.errstate(all="ignore"):
-            best = _minimise(likelihood, best.theta)
+            # The subsample's curvature is the full data's, per customer, up to noise.
+            warm = None
+            if screen.curvature is None:
+                warm = _inverse_if_positive(screen.hessian(best.theta))
+            best = _minimise(likelihood, best.theta, warm)
         n_iter += best.iterations
         n_eval += best.evaluations
     theta = best.theta

@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike
 from scipy.special import digamma, gammaln, polygamma
 
 from boomerang.analytics.clv.fitting import (
+    SCREEN_CUSTOMERS,
     FittedModel,
     FloatArray,
     Likelihood,
@@ -29,6 +30,7 @@ from boomerang.analytics.clv.fitting import (
     as_float_array,
     dot,
     maximise_likelihood,
+    subsample_rows,
     unique_rows,
 )
 from boomerang.errors import InputError
@@ -166,7 +168,6 @@ def fit_gammagamma(
     has no finite mean (q ≤ 1).
     """
     began = time.perf_counter()
-    del seed  # all starts are deterministic; kept for a uniform signature
     xa = as_float_array(x, "x")
     za = as_float_array(zbar, "zbar")
     if xa.shape != za.shape:
@@ -181,11 +182,17 @@ def fit_gammagamma(
     (ux, uz), weight, _ = unique_rows(xa[keep], za[keep])
     scale = float(np.average(uz, weights=weight))
     starts = [(1.0, 2.0, 1.0), (4.0, 4.0, 0.75), (10.0, 5.0, 0.4), (2.0, 3.0, 1.0)]
+    screen = None
+    if ux.shape[0] > SCREEN_CUSTOMERS:
+        rows, counts = subsample_rows(weight, SCREEN_CUSTOMERS, np.random.default_rng(seed))
+        screen = _GammaGammaLikelihood(ux[rows], uz[rows] / scale, counts).likelihood()
     opt = maximise_likelihood(
         _GammaGammaLikelihood(ux, uz / scale, weight).likelihood(),
         starts,
         n_customers=n,
         model_name="Gamma-Gamma",
+        screen=screen,
+        screen_customers=SCREEN_CUSTOMERS,
         penalty=penalty,
     )
     log_theta = opt.log_theta.copy()

@@ -36,6 +36,7 @@ from boomerang.analytics.clv.fitting import (
     RFMData,
     central_gradient,
     fit_rfm_model,
+    unique_rows,
     validate_rfm,
 )
 
@@ -137,30 +138,45 @@ def _log_hyp2f1_c_eq_a_plus_1(a: FloatArray, b: FloatArray, z: FloatArray) -> Fl
         return np.asarray((1 - b) * np.log1p(-z) + np.log(value), dtype=np.float64)
 
 
+def _log_boundary_term(params: FloatArray, x: FloatArray, t: FloatArray) -> FloatArray:
+    """ln[ F(z(t)) / (ρ+t)^(r+s+x) ], the two ends of A0, shape (m, n) for (m, 4) params."""
+    p = np.atleast_2d(params)
+    r, alpha, s, beta = (p[:, i : i + 1] for i in range(4))
+    rsx = r + x + s
+    ge = alpha >= beta
+    rho = np.where(ge, alpha, beta)
+    b = np.where(ge, s + 1, r + x)
+    log_f = _log_hyp2f1_c_eq_a_plus_1(rsx, b, np.abs(alpha - beta) / (rho + t))
+    return np.asarray(log_f - rsx * np.log(rho + t), dtype=np.float64)
+
+
 def pareto_terms(
-    params: FloatArray, x: FloatArray, t_x: FloatArray, T: FloatArray
+    params: FloatArray,
+    x: FloatArray,
+    t_x: FloatArray,
+    T: FloatArray,
+    *,
+    at_t: FloatArray | None = None,
+    at_T: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """(ln of the "alive throughout" term, ln of the "died in (t_x, T]" term), per customer.
 
     ``params`` is (r, α, s, β) with shape (4,) or (m, 4); the results broadcast to (m, n).
     The log-likelihood is lnΓ(r+x) − lnΓ(r) + r ln α + s ln β + logaddexp(both terms).
+    ``at_t``/``at_T`` may pass the hypergeometric boundary terms precomputed (the
+    likelihood evaluates them once per distinct (x, t) pair).
     """
     p = np.atleast_2d(params)
     r, alpha, s, beta = (p[:, i : i + 1] for i in range(4))
     rx = r + x
-    rsx = rx + s
     alive = -rx * np.log(alpha + T) - s * np.log(beta + T)
-    ge = alpha >= beta
-    rho = np.where(ge, alpha, beta)
-    delta = np.abs(alpha - beta)
-    b = np.where(ge, s + 1, rx)
-    log_rho_t = np.log(rho + t_x)
-    log_rho_T = np.log(rho + T)
-    at_t = _log_hyp2f1_c_eq_a_plus_1(rsx, b, delta / (rho + t_x)) - rsx * log_rho_t
-    at_T = _log_hyp2f1_c_eq_a_plus_1(rsx, b, delta / (rho + T)) - rsx * log_rho_T
+    if at_t is None:
+        at_t = _log_boundary_term(p, x, t_x)
+    if at_T is None:
+        at_T = _log_boundary_term(p, x, T)
     with np.errstate(divide="ignore"):
         log_a0 = at_t + np.log(-np.expm1(np.minimum(at_T - at_t, 0.0)))
-    died = np.log(s) - np.log(rsx) + log_a0
+    died = np.log(s) - np.log(rx + s) + log_a0
     return np.asarray(alive, dtype=np.float64), np.asarray(died, dtype=np.float64)
 
 
@@ -231,19 +247,30 @@ class ParetoNBD:
 
 
 class _ParetoLikelihood:
-    """Mean negative log-likelihood at many log-parameter rows at once."""
+    """Mean negative log-likelihood at many log-parameter rows at once.
+
+    The hypergeometric terms depend on (x, t_x) and (x, T) only; with dates at day
+    resolution those pairs repeat far more than whole (x, t_x, T) rows, so they are
+    evaluated once per distinct pair and gathered.
+    """
 
     def __init__(self, data: RFMData) -> None:
         self.data = data
         self.n = float(data.weight.sum())
         self.ux, inv = np.unique(data.x, return_inverse=True)
         self.wx = np.bincount(inv, weights=data.weight)
+        (self.xt, self.tt), _, inv_t = unique_rows(data.x, data.t_x, return_inverse=True)
+        (self.xT, self.TT), _, inv_T = unique_rows(data.x, data.T, return_inverse=True)
+        assert inv_t is not None and inv_T is not None
+        self.inv_t, self.inv_T = inv_t, inv_T
 
     def batch(self, log_params: FloatArray) -> FloatArray:
         p = np.exp(np.atleast_2d(log_params))
         d = self.data
         with np.errstate(invalid="ignore", over="ignore"):
-            alive, died = pareto_terms(p, d.x, d.t_x, d.T)
+            at_t = _log_boundary_term(p, self.xt, self.tt)[:, self.inv_t]
+            at_T = _log_boundary_term(p, self.xT, self.TT)[:, self.inv_T]
+            alive, died = pareto_terms(p, d.x, d.t_x, d.T, at_t=at_t, at_T=at_T)
             rows = np.logaddexp(alive, died)
             r, alpha, s, beta = (p[:, i] for i in range(4))
             head = np.einsum("mu,u->m", gammaln(r[:, None] + self.ux), self.wx) + self.n * (
