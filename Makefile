@@ -24,7 +24,10 @@ test: lint
 	$(BIN)/pytest -n 2 --dist loadgroup -q
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python bench/import_bench.py
+	$(BIN)/python bench/analytics_bench.py
+	$(BIN)/python bench/clv_bench.py --customers 100000
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

@@ -53,31 +53,24 @@ def activity(p: Prepared) -> pl.DataFrame:
     first = rows.seq == 1
     eligible = first & (rows.t + days * DAY_US <= p.end_us)
     converted = eligible & rows.next_t.notnull() & (rows.next_t - rows.t <= days * DAY_US)
-    # One pass over the purchases: per customer and period, then per period.
-    per_customer = rows.group_by("customer_id", kk=rows.n - 1).aggregate(
+    # One pass, grouped by period only: each customer's first purchase in a period (the
+    # previous one is in an earlier period) counts them once; their next purchase in the
+    # same period makes them a repeat customer of it.
+    opens = rows.prev_n.isnull() | (rows.prev_n != rows.n)
+    agg = rows.group_by(k=rows.n - 1).aggregate(
+        customers=ibis.ifelse(opens, 1, 0).sum(),
         orders=rows.count(),
+        repeat_customers=ibis.ifelse(opens & (rows.next_n == rows.n), 1, 0).sum(),
         revenue=rows.net.sum(),
         gross=rows.gross.sum(),
-        is_new=first.any(),
+        new_customers=ibis.ifelse(first, 1, 0).sum(),
+        returning_revenue=ibis.ifelse(rows.first_n == rows.n, 0, rows.net).sum(),
         first_orders=ibis.ifelse(first, 1, 0).sum(),
         first_order_revenue=ibis.ifelse(first, rows.net, 0).sum(),
+        repeat_orders=ibis.ifelse(first, 0, 1).sum(),
+        repeat_order_revenue=ibis.ifelse(first, 0, rows.net).sum(),
         second_eligible=ibis.ifelse(eligible, 1, 0).sum(),
         second_converted=ibis.ifelse(converted, 1, 0).sum(),
-    )
-    agg = per_customer.group_by(k="kk").aggregate(
-        customers=_.count(),
-        orders=_.orders.sum(),
-        repeat_customers=ibis.ifelse(_.orders > 1, 1, 0).sum(),
-        revenue=_.revenue.sum(),
-        gross=_.gross.sum(),
-        new_customers=ibis.ifelse(_.is_new, 1, 0).sum(),
-        returning_revenue=ibis.ifelse(_.is_new, 0, _.revenue).sum(),
-        first_orders=_.first_orders.sum(),
-        first_order_revenue=_.first_order_revenue.sum(),
-        repeat_orders=(_.orders - _.first_orders).sum(),
-        repeat_order_revenue=(_.revenue - _.first_order_revenue).sum(),
-        second_eligible=_.second_eligible.sum(),
-        second_converted=_.second_converted.sum(),
     )
     guests = (
         p.guests.filter(_.n >= 1, _.n <= k)

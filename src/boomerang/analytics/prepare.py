@@ -1,9 +1,10 @@
 """Scope a store's orders for one analysis: currency, status, customers, dates, periods.
 
 The result is one cached table of identified customers' purchases, each row carrying its
-period lookups (see `Periods.calendar`) and what the metrics need from its neighbours in the
-customer's history (previous/next purchase, sequence number, first purchase). Computing the
-window once keeps every later metric a plain group-by.
+period lookups (see `Periods.calendar`), and — computed on first use, once — the same rows
+with what the metrics need from their neighbours in the customer's history (previous/next
+purchase, sequence number, first purchase). Computing that window once keeps every later
+metric a plain group-by; a cohort matrix alone does not need it.
 
 Conventions (docs/metrics.md): cancelled orders are ignored; revenue is net of refunds
 (total − refunded); an order with a negative total is a return record (Online Retail
@@ -56,6 +57,7 @@ class Prepared:
                     seq=ibis.row_number().over(w) + 1,
                     prev_t=b.t.lag().over(w),
                     next_t=b.t.lead().over(w),
+                    prev_n=b.n.lag().over(w),
                     prev_nw=b.n_w.lag().over(w),
                     next_n=b.n.lead().over(w),
                     first_t=b.t.first().over(w),
@@ -63,7 +65,7 @@ class Prepared:
                     first_pidx=b.pidx.first().over(w),
                     cut1=b.cut1.first().over(w),
                     cut2=b.cut2.first().over(w),
-                )  # fmt: skip
+                )
             )
         return self._purchases
 
@@ -151,7 +153,7 @@ def prepare(
         purchases.join(cal, "day").select(
             "customer_id", "id", "day", "net", "n", "n_w", "pidx", "cut1", "cut2",
             t=_.placed_at, gross=_.total_minor,
-        )  # fmt: skip
+        )
     )
     guests = live.filter(_.customer_id.isnull(), _.total_minor >= 0).join(cal, "day")
     cancelled = (

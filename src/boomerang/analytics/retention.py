@@ -79,7 +79,6 @@ def retention_arrays(p: Prepared) -> RetentionArrays:
     rows = p.purchases
     # Segments of each customer's coverage: a start where it breaks, an end where the next
     # purchase does not continue it; the i-th start pairs with the i-th end.
-    w = ibis.window(group_by="customer_id", order_by=["t", "id"])
     starts = rows.filter(_.prev_nw.isnull() | (_.n > _.prev_nw)).select(
         "customer_id", "cut1", "cut2", a="n", is_first=_.prev_nw.isnull()
     )
@@ -90,7 +89,6 @@ def retention_arrays(p: Prepared) -> RetentionArrays:
         e_customer="customer_id", e="n_w", t="t"
     )
     ends = ends.mutate(r_e=ibis.row_number().over(ibis.window(group_by="e_customer", order_by="t")))
-    del w
     seg = starts.join(ends, [starts.customer_id == ends.e_customer, starts.r == ends.r_e]).select(
         "customer_id", "cut1", "cut2", "a", "e", "is_first"
     )

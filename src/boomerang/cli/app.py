@@ -7,7 +7,18 @@ import sys
 import typer
 from rich.markup import escape
 
-from boomerang.cli import cohorts, customers, db, demo, imports, metrics, report, simulate, stores
+from boomerang.cli import (
+    clv,
+    cohorts,
+    customers,
+    db,
+    demo,
+    imports,
+    metrics,
+    report,
+    simulate,
+    stores,
+)
 from boomerang.cli.common import err_console
 from boomerang.errors import BoomerangError
 
@@ -27,6 +38,7 @@ app.add_typer(customers.app, name="customers")
 app.command("metrics")(metrics.metrics_command)
 app.command("cohorts")(cohorts.cohorts_command)
 app.command("report")(report.report_command)
+app.add_typer(clv.app, name="clv")
 
 
 def main() -> None:

@@ -174,7 +174,7 @@ customer_predictions = Table(
     Column("fitted_at", BigInteger, nullable=False),
     Column("inputs_through", BigInteger, nullable=False),  # calibration end (exclusive), micros
     Column("p_alive", Float, nullable=False),
-    Column("horizon_days", Integer, nullable=False),
+    Column("horizon_days", BigInteger, nullable=False),
     Column("expected_purchases", Float, nullable=False),
     Column("expected_purchases_low", Float),
     Column("expected_purchases_high", Float),

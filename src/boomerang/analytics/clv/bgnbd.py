@@ -31,6 +31,7 @@ from boomerang.analytics.clv.fitting import (
     RFMData,
     dot,
     fit_rfm_model,
+    unique_rows,
     validate_rfm,
 )
 
@@ -110,14 +111,7 @@ class BGNBD:
         if np.any(tt < 0):
             raise ValueError("t must be non-negative")
         alive = expit(-self._log_odds(xa, ta, Ta))
-        a = nudge_from_one(self.a)
-        r, alpha, b = self.r, self.alpha, self.b
-        z = tt / (alpha + Ta + tt)
-        with np.errstate(divide="ignore"):
-            tail = np.exp((a - 1) * np.log1p(-z)) * hyp2f1_safe(
-                a + b - 1 - r, a - 1, a + b + xa - 1, z
-            )
-        return _f64(alive * (a + b + xa - 1) / (a - 1) * (1 - tail))
+        return _f64(alive * bg_family_future(self.r, self.alpha, self.a, self.b, 0, tt, xa, Ta))
 
     def time_to_next_purchase(
         self, x: ArrayLike, t_x: ArrayLike, T: ArrayLike, quantile: float = 0.5
@@ -150,6 +144,33 @@ class BGNBD:
         pos = x > 0
         t_x[pos] = Ta[pos] * rng.beta(x[pos], events[pos] - x[pos] + 1)
         return x.astype(np.float64), t_x
+
+
+def bg_family_future(
+    r: float, alpha: float, a: float, b: float, shift: int,
+    t: FloatArray, x: FloatArray, T: FloatArray,
+) -> FloatArray:
+    """E[purchases in (T, T+t] | alive at T] for BG (shift 0) and MBG (shift 1).
+
+    Given alive, λ ~ Gamma(r+x, α+T) and p ~ Beta(a, b+x+shift); the future count is
+    (1 − e^(−λpt))/p in expectation, which integrates to (with z = t/(α+T+t))
+
+        (a+b+x+shift−1)/(a−1) · [1 − (1−z)^(a−1) 2F1(a+b+shift−1−r, a−1; a+b+x+shift−1; z)].
+
+    Depends on (x, T) only, so with a common horizon it is evaluated once per distinct pair.
+    """
+    a = nudge_from_one(a)
+    c0 = a + b + shift - 1
+    per_customer_t = t.ndim > 0 and t.shape[-1] != 1
+    if per_customer_t:
+        ux, uT, inv = x, T, None
+    else:
+        (ux, uT), _, inv = unique_rows(x, T, return_inverse=True)
+    z = t / (alpha + uT + t)
+    with np.errstate(divide="ignore"):
+        tail = np.exp((a - 1) * np.log1p(-z)) * hyp2f1_safe(c0 - r, a - 1, c0 + ux, z)
+    future = (c0 + ux) / (a - 1) * (1 - tail)
+    return _f64(future if inv is None else future[..., inv])
 
 
 def hyp2f1_safe(a: ArrayLike, b: ArrayLike, c: ArrayLike, z: ArrayLike) -> FloatArray:
@@ -205,7 +226,6 @@ class BGFamilyLikelihood:
         self.n = float(data.weight.sum())
         self.ux, inv = np.unique(data.x, return_inverse=True)
         self.wx = np.bincount(inv, weights=data.weight)
-        self.sum_x = dot(data.weight, data.x)
         mix = data.x + shift > 0
         self.T0, self.w0 = data.T[~mix], data.weight[~mix]
         self.x1, self.t1, self.T1 = data.x[mix], data.t_x[mix], data.T[mix]
@@ -302,6 +322,10 @@ def fit_bgnbd(
 ) -> FittedModel[BGNBD]:
     """Maximum-likelihood BG/NBD on calibration summaries (one row per customer).
 
+    ``penalty``: None (default) = maximum likelihood, refitted with a weak penalty only if
+    the MLE is degenerate (flagged in ``diagnostics``); 0 = strict maximum likelihood
+    (raise instead); > 0 = always penalised (see ``fitting.maximise_likelihood``).
+    ``seed`` fixes the subsample used to compare starting points on large data.
     Raises ModelFitError when the data cannot support the model (e.g. no repeat buyers).
     """
     data = RFMData.from_arrays(x, t_x, T)

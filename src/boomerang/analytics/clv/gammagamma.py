@@ -165,7 +165,7 @@ def fit_gammagamma(
     Customers without repeat purchases carry no spend information under the model (z̄ is
     the mean of *repeat* transactions) and are skipped, as are zero-value repeat baskets.
     Raises ModelFitError when too few repeat buyers remain or the fitted spend distribution
-    has no finite mean (q ≤ 1).
+    has no finite mean (q ≤ 1). ``penalty`` and ``seed`` as for :func:`fit_bgnbd`.
     """
     began = time.perf_counter()
     xa = as_float_array(x, "x")

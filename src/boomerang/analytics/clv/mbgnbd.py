@@ -26,10 +26,9 @@ from scipy.special import expit, gammaln
 
 from boomerang.analytics.clv.bgnbd import (
     BGFamilyLikelihood,
+    bg_family_future,
     bg_family_log_odds,
-    hyp2f1_safe,
     lomax_quantile,
-    nudge_from_one,
 )
 from boomerang.analytics.clv.fitting import (
     FittedModel,
@@ -101,11 +100,10 @@ class MBGNBD:
         if np.any(tt < 0):
             raise ValueError("t must be non-negative")
         alive = expit(-self._log_odds(xa, ta, Ta))
-        a = nudge_from_one(self.a)
-        r, alpha, b = self.r, self.alpha, self.b
-        z = tt / (alpha + Ta + tt)
-        tail = np.exp((a - 1) * np.log1p(-z)) * hyp2f1_safe(a + b - r, a - 1, a + b + xa, z)
-        return np.asarray(alive * (a + b + xa) / (a - 1) * (1 - tail), dtype=np.float64)
+        return np.asarray(
+            alive * bg_family_future(self.r, self.alpha, self.a, self.b, 1, tt, xa, Ta),
+            dtype=np.float64,
+        )
 
     def time_to_next_purchase(
         self, x: ArrayLike, t_x: ArrayLike, T: ArrayLike, quantile: float = 0.5
@@ -118,7 +116,14 @@ class MBGNBD:
 def fit_mbgnbd(
     x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *, seed: int = 0, penalty: float | None = None
 ) -> FittedModel[MBGNBD]:
-    """Maximum-likelihood MBG/NBD on calibration summaries (one row per customer)."""
+    """Maximum-likelihood MBG/NBD on calibration summaries (one row per customer).
+
+    ``penalty``: None (default) = maximum likelihood, refitted with a weak penalty only if
+    the MLE is degenerate (flagged in ``diagnostics``); 0 = strict maximum likelihood
+    (raise instead); > 0 = always penalised (see ``fitting.maximise_likelihood``).
+    ``seed`` fixes the subsample used to compare starting points on large data.
+    Raises ModelFitError when the data cannot support the model (e.g. no repeat buyers).
+    """
     data = RFMData.from_arrays(x, t_x, T)
     # Times are rescaled to mean T = 1 for fitting, where the purchase rate is mean(x).
     rate = max(data.mean_x, 1e-3)

@@ -290,7 +290,14 @@ class _ParetoLikelihood:
 def fit_paretonbd(
     x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *, seed: int = 0, penalty: float | None = None
 ) -> FittedModel[ParetoNBD]:
-    """Maximum-likelihood Pareto/NBD on calibration summaries (one row per customer)."""
+    """Maximum-likelihood Pareto/NBD on calibration summaries (one row per customer).
+
+    ``penalty``: None (default) = maximum likelihood, refitted with a weak penalty only if
+    the MLE is degenerate (flagged in ``diagnostics``); 0 = strict maximum likelihood
+    (raise instead); > 0 = always penalised (see ``fitting.maximise_likelihood``).
+    ``seed`` fixes the subsample used to compare starting points on large data.
+    Raises ModelFitError when the data cannot support the model (e.g. no repeat buyers).
+    """
     data = RFMData.from_arrays(x, t_x, T)
     rate = max(data.mean_x, 1e-3)
     starts = [

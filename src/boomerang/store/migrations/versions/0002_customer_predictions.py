@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("fitted_at", sa.BigInteger(), nullable=False),
         sa.Column("inputs_through", sa.BigInteger(), nullable=False),
         sa.Column("p_alive", sa.Float(), nullable=False),
-        sa.Column("horizon_days", sa.Integer(), nullable=False),
+        sa.Column("horizon_days", sa.BigInteger(), nullable=False),
         sa.Column("expected_purchases", sa.Float(), nullable=False),
         sa.Column("expected_purchases_low", sa.Float(), nullable=True),
         sa.Column("expected_purchases_high", sa.Float(), nullable=True),
