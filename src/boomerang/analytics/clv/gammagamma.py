@@ -110,6 +110,10 @@ class _GammaGammaLikelihood:
         self.n = float(w.sum())
         self.log_xz = np.log(x) + np.log(z)
         self.log_z = np.log(z)
+        # The special functions depend on x only, which takes few distinct values (repeat
+        # counts): evaluate them once per distinct x with the summed weights of its rows.
+        self.xs, where = np.unique(x, return_inverse=True)
+        self.wx = np.bincount(where, weights=w).astype(np.float64)
 
     def likelihood(self) -> Likelihood:
         return Likelihood(self.value_and_gradient, curvature=self.curvature)
@@ -128,16 +132,21 @@ class _GammaGammaLikelihood:
     ) -> tuple[float, FloatArray, FloatArray | None]:
         p, q, g = np.exp(theta)
         x, w = self.x, self.w
+        xs, wx = self.xs, self.wx
         px = p * x
+        pxs = p * xs
         inv = 1.0 / (g + x * self.z)
         log_gxz = -np.log(inv)
-        psi = digamma(px + q)
-        ll = dot(w, gammaln(px + q) - gammaln(px) + (px - 1) * self.log_z + px * np.log(x)
-                 - (px + q) * log_gxz) + self.n * (q * np.log(g) - gammaln(q))
+        psi_s = digamma(pxs + q)
+        ll = (
+            dot(wx, gammaln(pxs + q) - gammaln(pxs))
+            + dot(w, (px - 1) * self.log_z + px * np.log(x) - (px + q) * log_gxz)
+            + self.n * (q * np.log(g) - gammaln(q))
+        )
         grad_nat = np.array(
             [
-                dot(w, x * (psi - digamma(px) + self.log_xz - log_gxz)),
-                dot(w, psi - log_gxz) + self.n * (np.log(g) - digamma(q)),
+                dot(wx, xs * (psi_s - digamma(pxs))) + dot(w, x * (self.log_xz - log_gxz)),
+                dot(wx, psi_s) - dot(w, log_gxz) + self.n * (np.log(g) - digamma(q)),
                 self.n * q / g - dot(w, (px + q) * inv),
             ]
         )
@@ -145,12 +154,12 @@ class _GammaGammaLikelihood:
         grad = grad_nat * nat
         hess_out = None
         if hessian:
-            tri = polygamma(1, px + q)
+            tri = polygamma(1, pxs + q)
             h = np.empty((3, 3))
-            h[0, 0] = dot(w, x * x * (tri - polygamma(1, px)))
-            h[0, 1] = h[1, 0] = dot(w, x * tri)
+            h[0, 0] = dot(wx, xs * xs * (tri - polygamma(1, pxs)))
+            h[0, 1] = h[1, 0] = dot(wx, xs * tri)
             h[0, 2] = h[2, 0] = -dot(w, x * inv)
-            h[1, 1] = dot(w, tri) - self.n * polygamma(1, q)
+            h[1, 1] = dot(wx, tri) - self.n * polygamma(1, q)
             h[1, 2] = h[2, 1] = self.n / g - dot(w, inv)
             h[2, 2] = -self.n * q / g**2 + dot(w, (px + q) * inv**2)
             hess_out = -(h * np.outer(nat, nat) + np.diag(grad)) / self.n
