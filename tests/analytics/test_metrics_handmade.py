@@ -136,3 +136,15 @@ def test_cohort_matrix_by_hand_and_reimport_changes_nothing(store: str) -> None:
     )
     for column in expected.columns:
         assert table[column].to_list() == pytest.approx(expected[column].to_list()), column
+
+
+def test_historical_clv_per_customer_and_cohort(store: str) -> None:
+    """3 months = 91.31 days: A (100 + 50 + 80) and B (150 + 40 on day 78) are observed."""
+    from boomerang.services.analytics import historical_clv
+
+    per = historical_clv(store, "hand", per="customer", **RANGE).table.sort("first_purchase")
+    assert per["clv_3m"].to_list() == pytest.approx([230.0, 190.0, None, None, None])
+    assert per["revenue_to_date"].to_list() == pytest.approx([230.0, 190.0, 60.0, 120.0, 70.0])
+    cohort = historical_clv(store, "hand", per="cohort", **RANGE).table
+    assert cohort["clv_3m"].to_list() == pytest.approx([210.0, None, None, None])
+    assert cohort["customers"].to_list() == [2, 1, 1, 1]

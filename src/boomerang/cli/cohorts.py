@@ -21,12 +21,30 @@ from boomerang.cli.metrics import (
     emit,
     parse_day,
 )
-from boomerang.services.analytics import CohortsResult, cohorts
+from boomerang.services.analytics import CohortsResult, cohorts, historical_clv
 
 
 class CohortMeasure(StrEnum):
     CUSTOMERS = "customers"
     REVENUE = "revenue"
+    CLV = "clv"
+
+
+def print_clv(result: CohortsResult) -> None:
+    table = Table(
+        title=f"store '{result.store}' · historical CLV per customer by acquisition {result.period} "
+        f"({result.currency}, net revenue within h months of the first purchase)"
+    )
+    table.add_column("cohort")
+    table.add_column("customers", justify="right")
+    horizons = [c for c in result.table.columns if c.startswith("clv_")]
+    for h in horizons:
+        table.add_column(h.removeprefix("clv_"), justify="right")
+    for row in result.table.to_dicts():
+        cells = ["" if row[h] is None else f"{row[h]:,.2f}" for h in horizons]
+        table.add_row(str(row["cohort_start"]), f"{row['customers']:,}", *cells)
+    console.print(table)
+    console.print("Empty cells: the cohort has not been observed that long yet.")
 
 
 def print_matrix(result: CohortsResult, by: CohortMeasure, absolute: bool) -> None:
@@ -63,7 +81,8 @@ def cohorts_command(
     db: DbOption = None,
     store: StoreOption = None,
     by: Annotated[
-        CohortMeasure, typer.Option("--by", help="Measure: customers retained or revenue.")
+        CohortMeasure,
+        typer.Option("--by", help="Measure: customers retained, revenue, or historical CLV."),
     ] = CohortMeasure.CUSTOMERS,
     period: PeriodOption = "month",
     start: FromOption = None,
@@ -77,6 +96,20 @@ def cohorts_command(
 ) -> None:
     """Cohort matrix: customers (or revenue) of each acquisition cohort in each later period."""
     path, store_name = resolve(db, store)
+    if by is CohortMeasure.CLV:
+        clv = historical_clv(
+            path,
+            store_name,
+            period=period,
+            start=parse_day(start, "--from"),
+            end=parse_day(end, "--to"),
+            customers=customer_filter(country, account_status),
+        )
+        if fmt is OutputFormat.TABLE:
+            print_clv(clv)
+        else:
+            emit(clv.records(), fmt, clv.table)
+        return
     result = cohorts(
         path,
         store_name,

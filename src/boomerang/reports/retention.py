@@ -42,6 +42,7 @@ SECTIONS = (
     ("second", "Second purchase"),
     ("growth", "Growth simulation"),
     ("lifecycle", "Lifecycle stage"),
+    ("clv", "Predicted CLV"),
     ("definitions", "Definitions"),
 )
 
@@ -67,7 +68,10 @@ class _Charts:
             margin={"l": 50, "r": 20, "t": top, "b": 40},
             paper_bgcolor="white",
             plot_bgcolor="white",
-            font={"family": "Inter, Segoe UI, Helvetica, Arial, sans-serif", "color": PALETTE["ink"]},
+            font={
+                "family": "Inter, Segoe UI, Helvetica, Arial, sans-serif",
+                "color": PALETTE["ink"],
+            },
             legend={"orientation": "h", "y": -0.18},
             hovermode="x unified",
         )
@@ -158,10 +162,14 @@ def _trend_charts(ov: Overview, charts: _Charts) -> list[Markup]:
         ("customer_churn_rate", "customer churn rate", PALETTE["bad"]),
     ):
         fig.add_scatter(x=x, y=m[key].to_list(), name=name, line={"color": color, "width": 2})
-    fig.update_layout(title="Retention, repeat and churn rates per month (%)", yaxis={"ticksuffix": "%"})
+    fig.update_layout(
+        title="Retention, repeat and churn rates per month (%)", yaxis={"ticksuffix": "%"}
+    )
     out.append(charts.html(fig))
     fig = go.Figure()
-    fig.add_bar(x=x, y=m["new_customers"].to_list(), name="new customers", marker_color=PALETTE["accent2"])
+    fig.add_bar(
+        x=x, y=m["new_customers"].to_list(), name="new customers", marker_color=PALETTE["accent2"]
+    )
     fig.add_bar(x=x, y=m["returning_customers"].to_list(), name="returning customers",
                 marker_color=PALETTE["accent"])  # fmt: skip
     fig.update_layout(barmode="stack", title="Customers who bought, new vs returning")
@@ -172,7 +180,9 @@ def _trend_charts(ov: Overview, charts: _Charts) -> list[Markup]:
 def _heatmap(ov: Overview, value: str, title: str, charts: _Charts, max_age: int = 24) -> Markup:
     wide = pivot(ov.cohorts, value)
     ages = [c for c in wide.columns if c not in ("cohort_start", "cohort_size")][: max_age + 1]
-    labels = [f"{d:%b %Y} ({n:,})" for d, n in zip(wide["cohort_start"], wide["cohort_size"], strict=True)]
+    labels = [
+        f"{d:%b %Y} ({n:,})" for d, n in zip(wide["cohort_start"], wide["cohort_size"], strict=True)
+    ]
     z = [[_num(v) for v in row] for row in wide.select(ages).rows()]
     later = [v for row in z for v in row[1:] if v is not None]
     top = max(later) if later else 100.0
@@ -206,7 +216,9 @@ def _clv_chart(ov: Overview, charts: _Charts) -> Markup:
                         strict=False):  # fmt: skip
         fig.add_bar(x=clv["cohort_start"].to_list(), y=clv[f"clv_{h}m"].to_list(), name=f"{h} months",
                     marker_color=color)  # fmt: skip
-    fig.update_layout(title=f"Historical CLV per customer by cohort ({ov.currency})", barmode="group")
+    fig.update_layout(
+        title=f"Historical CLV per customer by cohort ({ov.currency})", barmode="group"
+    )
     return charts.html(fig)
 
 
@@ -270,7 +282,11 @@ def _growth_charts(ov: Overview, charts: _Charts) -> list[Markup]:
     out = []
     for proj, title, money in (
         (ov.seed_growth, "Seed example: 100 new customers a month, one $10 item each", "$"),
-        (ov.store_growth, f"Your store: if retention rose by {ov.what_if_points:g} points", ov.currency),
+        (
+            ov.store_growth,
+            f"Your store: if retention rose by {ov.what_if_points:g} points",
+            ov.currency,
+        ),
     ):
         fig = go.Figure()
         months = list(range(1, proj.months + 1))
@@ -295,21 +311,26 @@ _env = Environment(
 )
 
 
-def render_report(ov: Overview, store: str) -> str:
-    """The whole page as one HTML string."""
+def render_report(ov: Overview, store: str, clv_html: str = "") -> str:
+    """The whole page as one HTML string; ``clv_html`` is the predicted-CLV section."""
     charts = _Charts()
     tiles, tile_period = _tiles(ov)
     latest_churn = ov.churn.filter(pl.col("period_start") == ov.churn["period_start"].max())
     return _env.get_template("retention_report.html.j2").render(
         store=store,
         ov=ov,
+        clv_html=clv_html,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         sections=SECTIONS,
         tiles=tiles,
         tile_period=tile_period,
         trends=_trend_charts(ov, charts),
-        heat_customers=_heatmap(ov, "customers_pct", "Customers who bought again (% of cohort)", charts),
-        heat_revenue=_heatmap(ov, "revenue_pct", "Revenue (% of the cohort's first-month revenue)", charts),
+        heat_customers=_heatmap(
+            ov, "customers_pct", "Customers who bought again (% of cohort)", charts
+        ),
+        heat_revenue=_heatmap(
+            ov, "revenue_pct", "Revenue (% of the cohort's first-month revenue)", charts
+        ),
         clv_chart=_clv_chart(ov, charts),
         churn_charts=_churn_charts(ov, charts),
         latest_churn=latest_churn.to_dicts(),

@@ -15,6 +15,7 @@ import polars as pl
 
 from boomerang.analytics.cohorts import cohort_table, pivot
 from boomerang.analytics.engine import Engine, SourceTables
+from boomerang.analytics.lifetime_value import cohort_clv, customer_clv
 from boomerang.analytics.metrics import metrics_table, money_scale
 from boomerang.analytics.options import CustomerFilter, MetricOptions
 from boomerang.analytics.overview import overview
@@ -22,13 +23,14 @@ from boomerang.analytics.periods import Granularity
 from boomerang.analytics.prepare import prepare
 from boomerang.errors import InputError
 from boomerang.reports.retention import render_report
+from boomerang.services.clv import clv_section
 from boomerang.services.context import open_engine
 from boomerang.store.repos import analytics_source
 from boomerang.store.repos import stores as stores_repo
 
 __all__ = [
     "CohortsResult", "CustomerFilter", "MetricOptions", "MetricsResult", "ReportResult",
-    "build_report", "cohorts", "metrics", "report",
+    "build_report", "cohorts", "historical_clv", "metrics", "report",
 ]  # fmt: skip
 
 
@@ -168,6 +170,29 @@ def cohorts(
         engine.close()
 
 
+def historical_clv(
+    db: str,
+    store: str,
+    *,
+    per: str = "cohort",
+    period: str = "month",
+    start: date | None = None,
+    end: date | None = None,
+    customers: CustomerFilter | None = None,
+) -> CohortsResult:
+    """Historical CLV at 3/6/12/24 months, per acquisition cohort or per customer."""
+    g = granularity(period)
+    source = load_source(db, store, events=False)
+    engine = Engine()
+    try:
+        p = prepare(engine, engine.load(source), g, start=start, end=end, customers=customers)
+        scale = money_scale(source.currency)
+        table = cohort_clv(p, scale) if per == "cohort" else customer_clv(p, scale)
+        return CohortsResult(store, source.currency, g.value, table, p.notes)
+    finally:
+        engine.close()
+
+
 HEADLINE = (
     ("revenue", "Net revenue"),
     ("customers", "Customers"),
@@ -198,7 +223,7 @@ def build_report(
         )  # fmt: skip
     finally:
         engine.close()
-    html = render_report(ov, store)
+    html = render_report(ov, store, clv_html=clv_section(db, store))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(html, encoding="utf-8")
     latest = _latest_complete(ov.monthly)
