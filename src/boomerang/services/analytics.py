@@ -78,6 +78,9 @@ class ReportResult:
     notes: list[str] = field(default_factory=list)
 
 
+JSON_DECIMALS = 6  # aggregates are float64: drop binary noise such as 4001.7699999999895
+
+
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in row.items():
@@ -85,6 +88,8 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
             out[key] = value.isoformat()
         elif isinstance(value, float) and value != value:
             out[key] = None
+        elif isinstance(value, float):
+            out[key] = round(value, JSON_DECIMALS)
         else:
             out[key] = value
     return out
