@@ -14,38 +14,18 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
 from tests.conftest import DATA
 from tests.store_digest import table_digests
+from tests.support import count as _count
+from tests.support import rows as _rows
 
 from boomerang.errors import ImportRejectedError, InputError
 from boomerang.ingest.events import read_events
 from boomerang.ingest.options import ReadOptions
 from boomerang.services.imports import run_import
-from boomerang.store.engine import make_engine
 
 SAMPLE = DATA / "events" / "events.jsonl"
 CUSTOMERS = DATA / "shopify_customers" / "customers_current.csv"
-
-
-def _rows(db: str, sql: str) -> list[tuple[object, ...]]:
-    engine = make_engine(db)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
-
-
-def _count(db: str, table: str) -> int:
-    engine = make_engine(db)
-    try:
-        with engine.connect() as conn:
-            if table not in conn.dialect.get_table_names(conn):
-                return 0
-            return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
-    finally:
-        engine.dispose()
 
 
 def _md5_key(*parts: str) -> str:

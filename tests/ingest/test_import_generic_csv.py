@@ -10,44 +10,20 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
 from tests.conftest import DATA
 from tests.store_digest import table_digests
+from tests.support import count as _count
+from tests.support import read_rejects as _rejects
+from tests.support import rows as _rows
 
 from boomerang.errors import ImportRejectedError, InputError
 from boomerang.ingest import fields
 from boomerang.ingest.generic import _amount
 from boomerang.services.imports import run_import
-from boomerang.store.engine import make_engine
 
 SAMPLE = DATA / "generic" / "orders.csv"
 TOML = DATA / "generic" / "mapping.toml"
 YAML = DATA / "generic" / "mapping.yaml"
-
-
-def _rows(db: str, sql: str) -> list[tuple[object, ...]]:
-    engine = make_engine(db)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
-
-
-def _count(db: str, table: str) -> int:
-    engine = make_engine(db)
-    try:
-        with engine.connect() as conn:
-            if table not in conn.dialect.get_table_names(conn):
-                return 0
-            return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
-    finally:
-        engine.dispose()
-
-
-def _rejects(path: Path) -> list[tuple[int, str, str, str]]:
-    with path.open(encoding="utf-8") as fh:
-        return [(int(r["row"]), r["column"], r["value"], r["reason"]) for r in csv.DictReader(fh)]
 
 
 def test_sample_imports_exact_values(db: str) -> None:

@@ -8,13 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from tests.conftest import DATA
 from tests.store_digest import table_digests
+from tests.support import count as _count
+from tests.support import read_rejects as _rejects
+from tests.support import rows as _rows
 
 from boomerang.errors import ImportRejectedError, InputError
 from boomerang.services.imports import run_import
-from boomerang.store.engine import make_engine
 
 CURRENT = DATA / "shopify_customers" / "customers_current.csv"
 OLDER = DATA / "shopify_customers" / "customers_older.csv"
@@ -28,32 +29,6 @@ def _copy(src: Path, tmp_path: Path, name: str | None = None) -> Path:
     shutil.copyfile(src, target)
     os.utime(target, (EXPORTED_AT, EXPORTED_AT))
     return target
-
-
-def _rows(db: str, sql: str) -> list[tuple[object, ...]]:
-    engine = make_engine(db)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
-
-
-def _count(db: str, table: str) -> int:
-    """Rows in ``table``; 0 when a rejected import never even created the schema."""
-    engine = make_engine(db)
-    try:
-        with engine.connect() as conn:
-            if table not in conn.dialect.get_table_names(conn):
-                return 0
-            return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
-    finally:
-        engine.dispose()
-
-
-def _rejects(path: Path) -> list[tuple[int, str, str, str]]:
-    with path.open(encoding="utf-8") as fh:
-        return [(int(r["row"]), r["column"], r["value"], r["reason"]) for r in csv.DictReader(fh)]
 
 
 CUSTOMERS_SQL = (

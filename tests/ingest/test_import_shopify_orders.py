@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import text
 from tests.conftest import DATA
 from tests.store_digest import table_digests
+from tests.support import read_rejects as _rejects
+from tests.support import rows as _rows
 
 from boomerang.errors import ImportRejectedError, InputError
 from boomerang.services.imports import run_import
@@ -16,15 +18,6 @@ from boomerang.store.engine import make_engine
 
 SAMPLE = DATA / "shopify" / "orders_export.csv"
 DEFECTS = DATA / "shopify" / "orders_with_defects.csv"
-
-
-def _rows(db: str, sql: str) -> list[tuple[object, ...]]:
-    engine = make_engine(db)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
 
 
 def test_sample_imports_exact_values(db: str) -> None:
@@ -110,11 +103,6 @@ def test_changed_order_is_rewritten_with_its_lines(db: str, tmp_path: Path) -> N
         "WHERE o.external_id = '#1001' AND l.line_no = 2",
     ) == [(1942,)]
     assert _rows(db, "SELECT count(*) FROM order_lines") == [(6,)]
-
-
-def _rejects(path: Path) -> list[tuple[int, str, str, str]]:
-    with path.open() as fh:
-        return [(int(r["row"]), r["column"], r["value"], r["reason"]) for r in csv.DictReader(fh)]
 
 
 def test_defects_are_rejected_with_row_column_reason_and_nothing_applies(
