@@ -180,11 +180,19 @@ def _customer_ids(
     if not keys.len():
         return pl.DataFrame(schema={"customer_key": pl.String, "customer_id": pl.Int64})
     stage = s.stage(f"keys_{column}", pl.DataFrame({"k": keys}).to_arrow())
-    found = s.fetch_arrow(
-        f"SELECT MIN(c.{column}) AS customer_key, MIN(c.id) AS customer_id "
-        f"FROM {stage} k CROSS JOIN customers c "
-        f"WHERE c.store_id = {sid} AND c.{column} = k.k GROUP BY c.{column}"
-    )
+    if column == "external_id":  # unique per store: a plain keyed look-up
+        sql = (
+            f"SELECT c.external_id AS customer_key, c.id AS customer_id "
+            f"FROM {stage} k CROSS JOIN customers c "
+            f"WHERE c.store_id = {sid} AND c.external_id = k.k"
+        )
+    else:  # platform ids are not unique: take the oldest profile carrying it
+        sql = (
+            f"SELECT MIN(c.{column}) AS customer_key, MIN(c.id) AS customer_id "
+            f"FROM {stage} k CROSS JOIN customers c "
+            f"WHERE c.store_id = {sid} AND c.{column} = k.k GROUP BY c.{column}"
+        )
+    found = s.fetch_arrow(sql)
     return _frame(found).cast({"customer_key": pl.String, "customer_id": pl.Int64})
 
 
@@ -247,7 +255,7 @@ def _append_consents(s: BulkSession, sid: int, frame: pl.DataFrame) -> int:
     )
     s.execute(
         f"INSERT INTO {pending} SELECT s.*, c.id FROM {stage} s "
-        f"JOIN customers c ON c.store_id = {sid} AND c.external_id = s.customer_key"
+        f"CROSS JOIN customers c WHERE c.store_id = {sid} AND c.external_id = s.customer_key"
     )
     history = (
         f"SELECT 1 FROM consents x WHERE x.customer_id = {pending}.customer_id "
