@@ -8,6 +8,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
+import polars as pl
 import typer
 from rich.table import Table
 
@@ -108,11 +109,12 @@ def print_table(result: MetricsResult) -> None:
         console.print(f"note: {note}")
 
 
-def emit(result_records: list[dict[str, object]], fmt: OutputFormat, frame: object) -> None:
+def emit(result_records: list[dict[str, object]], fmt: OutputFormat, frame: pl.DataFrame) -> None:
+    """JSON or CSV for scripts; float64 aggregates are rounded to 6 decimals in both."""
     if fmt is OutputFormat.JSON:
         sys.stdout.write(json.dumps(result_records, indent=2) + "\n")
     else:
-        frame.write_csv(sys.stdout)  # type: ignore[attr-defined]
+        frame.with_columns(pl.col(pl.Float64).round(6)).write_csv(sys.stdout)
 
 
 def metrics_command(
