@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
+import polars as pl
 from numpy.typing import ArrayLike, NDArray
 
 from boomerang.errors import InputError
@@ -87,6 +88,31 @@ def _runs(*keys: NDArray[np.int64]) -> NDArray[np.bool_]:
     return new
 
 
+def _sort_by_customer_then_day(
+    ids: NDArray[Any], day: NDArray[np.int64]
+) -> tuple[NDArray[Any], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Distinct ids, each row's id index and day, sorted by (id, day), and the sort order.
+
+    Integer ids (the common case) need one argsort of a combined key instead of a unique()
+    plus a lexsort: 3.3 s -> about 1 s on nine million orders here.
+    """
+    if ids.size and np.issubdtype(ids.dtype, np.integer):
+        id0, day0 = int(ids.min()), int(day.min())
+        span = int(day.max()) - day0 + 1
+        if (int(ids.max()) - id0 + 1) * span < 2**62:
+            key = (ids.astype(np.int64) - id0) * span + (day - day0)
+            # polars sorts on every core (3x numpy here); ties are same-day orders, summed later
+            order = pl.Series(key).arg_sort().to_numpy().astype(np.int64)
+            sorted_ids = ids[order]
+            new_id = _runs(sorted_ids.astype(np.int64))
+            code = np.cumsum(new_id, dtype=np.int64) - 1
+            return sorted_ids[new_id], code, day[order], order
+    uid, inverse = np.unique(ids, return_inverse=True)
+    code = inverse.astype(np.int64).reshape(-1)
+    order = np.lexsort((day, code))
+    return uid, code[order], day[order], order
+
+
 def summarize_transactions(
     customer_ids: ArrayLike,
     dates: ArrayLike,
@@ -126,11 +152,7 @@ def summarize_transactions(
     if obs is not None and obs <= cal:
         raise InputError("observation_end must be after calibration_end")
 
-    uid, code = np.unique(ids, return_inverse=True)
-    code = code.astype(np.int64).reshape(-1)
-    day = days.astype(np.int64)
-    order = np.lexsort((day, code))
-    code, day = code[order], day[order]
+    uid, code, day, order = _sort_by_customer_then_day(ids, days.astype(np.int64))
     amounts = None if amounts is None else amounts[order]
     n_ids = uid.shape[0]
     cal_day = int(cal.astype(np.int64))
