@@ -77,10 +77,17 @@ class BGNBD:
         xa, ta, Ta = validate_rfm(x, t_x, T)
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         head = (
-            gammaln(r + xa) - gammaln(r) + r * np.log(alpha)
-            + gammaln(a + b) + gammaln(b + xa) - gammaln(b) - gammaln(a + b + xa)
+            gammaln(r + xa)
+            - gammaln(r)
+            + r * np.log(alpha)
+            + gammaln(a + b)
+            + gammaln(b + xa)
+            - gammaln(b)
+            - gammaln(a + b + xa)
         )
-        return _f64(head - (r + xa) * np.log(alpha + Ta) + np.logaddexp(0.0, self._log_odds(xa, ta, Ta)))
+        return _f64(
+            head - (r + xa) * np.log(alpha + Ta) + np.logaddexp(0.0, self._log_odds(xa, ta, Ta))
+        )
 
     def log_likelihood(self, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> float:
         """Total log-likelihood (comparable with the paper: −9582.4 on CDNOW in weeks)."""
@@ -125,9 +132,7 @@ class BGNBD:
         xa, _, Ta = validate_rfm(x, t_x, T)
         return lomax_quantile(self.r + xa, self.alpha + Ta, quantile)
 
-    def simulate(
-        self, T: ArrayLike, rng: np.random.Generator
-    ) -> tuple[FloatArray, FloatArray]:
+    def simulate(self, T: ArrayLike, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
         """Draw (x, t_x) for customers observed for T each; for tests and synthetic demos.
 
         With N(T) ~ Poisson(λT) purchase opportunities and J ~ Geometric(p) purchases before
@@ -147,8 +152,14 @@ class BGNBD:
 
 
 def bg_family_future(
-    r: float, alpha: float, a: float, b: float, shift: int,
-    t: FloatArray, x: FloatArray, T: FloatArray,
+    r: float,
+    alpha: float,
+    a: float,
+    b: float,
+    shift: int,
+    t: FloatArray,
+    x: FloatArray,
+    T: FloatArray,
 ) -> FloatArray:
     """E[purchases in (T, T+t] | alive at T] for BG (shift 0) and MBG (shift 1).
 
@@ -189,8 +200,14 @@ def hyp2f1_safe(a: ArrayLike, b: ArrayLike, c: ArrayLike, z: ArrayLike) -> Float
 
 
 def bg_family_log_odds(
-    r: float, alpha: float, a: float, b: float, shift: int,
-    x: FloatArray, t_x: FloatArray, T: FloatArray,
+    r: float,
+    alpha: float,
+    a: float,
+    b: float,
+    shift: int,
+    x: FloatArray,
+    t_x: FloatArray,
+    T: FloatArray,
 ) -> FloatArray:
     """ln(dropped-out term / alive term) of the BG (shift 0) or MBG (shift 1) likelihood.
 
@@ -200,7 +217,8 @@ def bg_family_log_odds(
     out = np.full(x.shape, -np.inf)
     xp, tp, Tp = x[active], t_x[active], T[active]
     out[active] = (
-        np.log(a) - np.log(b + xp + shift - 1)
+        np.log(a)
+        - np.log(b + xp + shift - 1)
         + (r + xp) * (np.log(alpha + Tp) - np.log(alpha + tp))
     )
     return out
@@ -271,9 +289,8 @@ class BGFamilyLikelihood:
             h[0, 1] = n / alpha
             h[1, 1] = -n * r / alpha**2
             h[2, 2] = h[2, 3] = n * polygamma(1, ab) - wx @ polygamma(1, ab + ux + k)
-            h[3, 3] = (
-                n * (polygamma(1, ab) - polygamma(1, b))
-                + wx @ (polygamma(1, b + ux) - polygamma(1, ab + ux + k) - k / (b + ux) ** 2)
+            h[3, 3] = n * (polygamma(1, ab) - polygamma(1, b)) + wx @ (
+                polygamma(1, b + ux) - polygamma(1, ab + ux + k) - k / (b + ux) ** 2
             )
         # Customers with the "alive" term only: −r ln(α+T).
         inv0 = 1.0 / (alpha + self.T0)
@@ -317,6 +334,20 @@ class BGFamilyLikelihood:
         return -float(ll) / n, -grad / n, hess_out
 
 
+def bg_family_starts(data: RFMData) -> list[tuple[float, float, float, float]]:
+    """Starting points (r, alpha, a, b) shared by BG/NBD and MBG/NBD.
+
+    Times are rescaled to mean T = 1 for fitting, where the purchase rate is mean(x).
+    """
+    rate = max(data.mean_x, 1e-3)
+    return [
+        (1.0, 1.0 / rate, 1.0, 1.0),
+        (0.5, 0.5 / rate, 0.5, 2.0),
+        (0.25, 0.25 / rate, 1.0, 3.0),
+        (2.0, 2.0 / rate, 0.8, 5.0),
+    ]
+
+
 def fit_bgnbd(
     x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *, seed: int = 0, penalty: float | None = None
 ) -> FittedModel[BGNBD]:
@@ -329,19 +360,11 @@ def fit_bgnbd(
     Raises ModelFitError when the data cannot support the model (e.g. no repeat buyers).
     """
     data = RFMData.from_arrays(x, t_x, T)
-    # Times are rescaled to mean T = 1 for fitting, where the purchase rate is mean(x).
-    rate = max(data.mean_x, 1e-3)
-    starts = [
-        (1.0, 1.0 / rate, 1.0, 1.0),
-        (0.5, 0.5 / rate, 0.5, 2.0),
-        (0.25, 0.25 / rate, 1.0, 3.0),
-        (2.0, 2.0 / rate, 0.8, 5.0),
-    ]
     return fit_rfm_model(
         BGNBD,
         lambda d: BGFamilyLikelihood(d, 0).likelihood(),
         data,
-        starts,
+        bg_family_starts(data),
         time_params=("alpha",),
         model_name="BG/NBD",
         seed=seed,

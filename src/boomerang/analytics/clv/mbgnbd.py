@@ -28,6 +28,7 @@ from boomerang.analytics.clv.bgnbd import (
     BGFamilyLikelihood,
     bg_family_future,
     bg_family_log_odds,
+    bg_family_starts,
     lomax_quantile,
 )
 from boomerang.analytics.clv.fitting import (
@@ -67,8 +68,13 @@ class MBGNBD:
         xa, ta, Ta = validate_rfm(x, t_x, T)
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         head = (
-            gammaln(r + xa) - gammaln(r) + r * np.log(alpha)
-            + gammaln(a + b) + gammaln(b + xa) - gammaln(b) - gammaln(a + b + xa + 1)
+            gammaln(r + xa)
+            - gammaln(r)
+            + r * np.log(alpha)
+            + gammaln(a + b)
+            + gammaln(b + xa)
+            - gammaln(b)
+            - gammaln(a + b + xa + 1)
         )
         alive = np.log(b + xa) - (r + xa) * np.log(alpha + Ta)
         return np.asarray(
@@ -125,19 +131,11 @@ def fit_mbgnbd(
     Raises ModelFitError when the data cannot support the model (e.g. no repeat buyers).
     """
     data = RFMData.from_arrays(x, t_x, T)
-    # Times are rescaled to mean T = 1 for fitting, where the purchase rate is mean(x).
-    rate = max(data.mean_x, 1e-3)
-    starts = [
-        (1.0, 1.0 / rate, 1.0, 1.0),
-        (0.5, 0.5 / rate, 0.5, 2.0),
-        (0.25, 0.25 / rate, 1.0, 3.0),
-        (2.0, 2.0 / rate, 0.8, 5.0),
-    ]
     return fit_rfm_model(
         MBGNBD,
         lambda d: BGFamilyLikelihood(d, 1).likelihood(),
         data,
-        starts,
+        bg_family_starts(data),
         time_params=("alpha",),
         model_name="MBG/NBD",
         seed=seed,
