@@ -24,10 +24,12 @@ from boomerang.ingest.batch import ParsedBatch, conform, reject_whole_groups, va
 from boomerang.ingest.csvfile import read_text_table
 from boomerang.ingest.options import ReadOptions
 from boomerang.ingest.orders_common import (
+    ORDER_CONTACT_FIELDS,
     attach_digest,
     customers_from_orders,
     key_customers,
     latest_consents,
+    line_frame,
     number_lines,
     products_from_lines,
     unit_price_from_total,
@@ -344,31 +346,9 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
             .alias("refunded_minor"),
         )
     )
-    lines = lines.select(
-        "order_external_id",
-        "line_no",
-        "sku",
-        "name",
-        "category",
-        "quantity",
-        "unit_price_minor",
-        "discount_minor",
-    )
+    lines = line_frame(lines)
     orders = attach_digest(orders, lines)
-    customers = customers_from_orders(
-        orders,
-        [
-            "source_id",
-            "email",
-            "phone",
-            "first_name",
-            "last_name",
-            "city",
-            "region",
-            "country",
-            "zip",
-        ],
-    )
+    customers = customers_from_orders(orders, ORDER_CONTACT_FIELDS)
     # an order without an email still speaks for its customer when the file knows their email
     emails = customers.select(col("external_id").alias("customer_key"), col("email").alias("__to"))
     consents = latest_consents(

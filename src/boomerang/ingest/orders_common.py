@@ -18,6 +18,17 @@ LINE_DIGEST_COLUMNS = [
 ]
 
 
+# Contact fields an order export carries for its customer (customers_from_orders' ``extra``).
+ORDER_CONTACT_FIELDS = [
+    "source_id", "email", "phone", "first_name", "last_name", "city", "region", "country", "zip",
+]  # fmt: skip
+
+
+def line_frame(lines: pl.DataFrame) -> pl.DataFrame:
+    """The columns of the normalised lines frame, in order."""
+    return lines.select("order_external_id", *LINE_DIGEST_COLUMNS)
+
+
 def number_lines(frame: pl.DataFrame, key: str) -> pl.DataFrame:
     """line_no = position of the row within its order, in file order (1-based)."""
     return frame.sort(ROW).with_columns(

@@ -23,9 +23,11 @@ from boomerang.ingest.batch import ParsedBatch, conform, reject_whole_groups, va
 from boomerang.ingest.csvfile import read_text_table
 from boomerang.ingest.options import ReadOptions
 from boomerang.ingest.orders_common import (
+    ORDER_CONTACT_FIELDS,
     attach_digest,
     customers_from_orders,
     key_customers,
+    line_frame,
     number_lines,
     products_from_lines,
     unit_price_from_total,
@@ -333,31 +335,9 @@ def read_orders(path: Path, options: ReadOptions) -> ParsedBatch:
             .alias("status"),
         )
     )
-    lines = lines.select(
-        "order_external_id",
-        "line_no",
-        col("sku"),
-        "name",
-        "category",
-        "quantity",
-        "unit_price_minor",
-        "discount_minor",
-    )
+    lines = line_frame(lines)
     orders = attach_digest(orders, lines)
-    customers = customers_from_orders(
-        orders,
-        [
-            "source_id",
-            "email",
-            "phone",
-            "first_name",
-            "last_name",
-            "city",
-            "region",
-            "country",
-            "zip",
-        ],
-    ).with_columns(
+    customers = customers_from_orders(orders, ORDER_CONTACT_FIELDS).with_columns(
         pl.when(col("source_id").is_not_null())
         .then(pl.lit("registered"))
         .otherwise(pl.lit("guest"))
