@@ -23,7 +23,11 @@ from boomerang.analytics.prepare import Prepared
 from boomerang.domain.enums import EventType
 from boomerang.domain.money import currency_exponent
 
-SEED_000_LIFTS = {"add_to_cart_rate": 65.16, "conversion_rate": 73.72, "spend_per_transaction": 16.15}
+SEED_000_LIFTS = {
+    "add_to_cart_rate": 65.16,
+    "conversion_rate": 73.72,
+    "spend_per_transaction": 16.15,
+}
 
 
 @dataclass
@@ -98,22 +102,28 @@ def returning_vs_first_time(p: Prepared) -> Comparison:
         )
     )
     has_events = int(p.engine.scalar(p.data.events.count()) or 0) > 0
-    visits = _frame(
-        p.engine.arrow(
-            _sessions(p)
-            .group_by(kk=_.n - 1, returning=_.returning)
-            .aggregate(
-                sessions=_.count(),
-                carts=ibis.ifelse(_.cart, 1, 0).sum(),
-                conversions=ibis.ifelse(_.ordered, 1, 0).sum(),
+    visits = (
+        _frame(
+            p.engine.arrow(
+                _sessions(p)
+                .group_by(kk=_.n - 1, returning=_.returning)
+                .aggregate(
+                    sessions=_.count(),
+                    carts=ibis.ifelse(_.cart, 1, 0).sum(),
+                    conversions=ibis.ifelse(_.ordered, 1, 0).sum(),
+                )
             )
         )
-    ) if has_events else pl.DataFrame()
+        if has_events
+        else pl.DataFrame()
+    )
 
     out = Comparison()
     if not has_events or visits.height == 0:
         out.note = "no visit events in range: add-to-cart and conversion rates need site events"
-    grid = np.zeros((2, k, 5), dtype=np.float64)  # [returning][k][sessions, carts, conv, orders, rev]
+    grid = np.zeros(
+        (2, k, 5), dtype=np.float64
+    )  # [returning][k][sessions, carts, conv, orders, rev]
     for row in visits.iter_rows(named=True) if visits.height else []:
         g = grid[1 if row["returning"] else 0, row["kk"]]
         g[0] += row["sessions"]

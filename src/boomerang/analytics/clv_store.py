@@ -110,7 +110,9 @@ def transactions_from_columns(
     try:
         days = np.asarray(date).astype("datetime64[D]")
     except (ValueError, TypeError) as exc:
-        raise InputError("the date column could not be read as dates", hint="use YYYY-MM-DD") from exc
+        raise InputError(
+            "the date column could not be read as dates", hint="use YYYY-MM-DD"
+        ) from exc
     if np.any(np.isnat(days)):
         raise InputError("some transaction dates are missing", hint="drop or fix those rows")
     values = np.zeros(days.shape) if value is None else np.asarray(value, dtype=np.float64)
@@ -286,9 +288,7 @@ def _frequency_buckets(
     naive: NDArray[np.float64],
 ) -> pl.DataFrame:  # fmt: skip
     bucket = np.minimum(x, BUCKET_TOP)
-    frame = pl.DataFrame(
-        {"bucket": bucket, "actual": actual, "model": model, "naive": naive}
-    )
+    frame = pl.DataFrame({"bucket": bucket, "actual": actual, "model": model, "naive": naive})
     out = (
         frame.group_by("bucket")
         .agg(
@@ -325,10 +325,12 @@ def _tracking(
     # Actual: distinct purchase days after each cohort customer's first day.
     cohort = np.isin(trans.customer_id, s.customer_id)
     pairs = np.unique(
-        np.stack([
-            np.searchsorted(s.customer_id, trans.customer_id[cohort]).astype(np.int64),
-            trans.day[cohort].astype(np.int64),
-        ]),
+        np.stack(
+            [
+                np.searchsorted(s.customer_id, trans.customer_id[cohort]).astype(np.int64),
+                trans.day[cohort].astype(np.int64),
+            ]
+        ),
         axis=1,
     )
     first = s.first_purchase.astype(np.int64)[pairs[0]]
@@ -378,9 +380,7 @@ def backtest(
     assert s.x_holdout is not None and s.holdout_duration is not None
     fitted = fit_purchases(model, s, seed)
     h = s.holdout_duration
-    (ux, ut, uT), _, inv = unique_rows(
-        s.x.astype(np.float64), s.t_x, s.T, return_inverse=True
-    )
+    (ux, ut, uT), _, inv = unique_rows(s.x.astype(np.float64), s.t_x, s.T, return_inverse=True)
     assert inv is not None
     predicted = fitted.model.expected_purchases(h, ux, ut, uT)[inv]
     with np.errstate(divide="ignore", invalid="ignore"):

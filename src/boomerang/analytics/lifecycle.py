@@ -101,7 +101,9 @@ class Lifecycle:
 
 def _criteria(f: StoreFacts, t: StageThresholds) -> dict[str, list[Criterion]]:
     def at_least(stage: str, name: str, value: float | None, minimum: float) -> Criterion:
-        return Criterion(stage, name, value, f">= {minimum:g}", value is not None and value >= minimum)
+        return Criterion(
+            stage, name, value, f">= {minimum:g}", value is not None and value >= minimum
+        )
 
     growth = Criterion(
         "stable",

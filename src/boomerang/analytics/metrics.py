@@ -137,8 +137,12 @@ def metrics_table(p: Prepared, *, with_events: bool = True) -> pl.DataFrame:
         "repeat_customers",
         "new_customers",
         (col("customers") - col("new_customers")).alias("returning_customers"),
-        _ratio(col("returning_revenue"), col("revenue"), 100).alias("returning_customer_revenue_share"),
-        _ratio(col("repeat_order_revenue"), col("revenue"), 100).alias("repeat_order_revenue_share"),
+        _ratio(col("returning_revenue"), col("revenue"), 100).alias(
+            "returning_customer_revenue_share"
+        ),
+        _ratio(col("repeat_order_revenue"), col("revenue"), 100).alias(
+            "repeat_order_revenue_share"
+        ),
         _ratio(col("first_order_revenue"), col("first_orders")).alias("first_order_value"),
         _ratio(col("repeat_order_revenue"), col("repeat_orders")).alias("repeat_order_value"),
         "customers_at_start",

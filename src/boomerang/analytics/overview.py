@@ -84,7 +84,10 @@ def store_facts(p: Prepared, monthly: pl.DataFrame) -> lifecycle.StoreFacts:
     revenue = whole["revenue"] + whole["guest_revenue"]
     growth_pct, basis = None, "needs 12 complete months"
     if whole.height >= 24:
-        last, prev = float(revenue.tail(12).sum()), float(revenue.slice(whole.height - 24, 12).sum())
+        last, prev = (
+            float(revenue.tail(12).sum()),
+            float(revenue.slice(whole.height - 24, 12).sum()),
+        )
         basis = "last 12 months vs the 12 before"
     elif whole.height >= 12:
         last, prev = float(revenue.tail(6).sum()), float(revenue.slice(whole.height - 12, 6).sum())
@@ -99,7 +102,9 @@ def store_facts(p: Prepared, monthly: pl.DataFrame) -> lifecycle.StoreFacts:
         orders_per_month=orders_pm,
         growth_pct=growth_pct,
         growth_basis=basis,
-        repeat_revenue_share=year["repeat_revenue"] / year["revenue"] * 100 if year["revenue"] else None,
+        repeat_revenue_share=year["repeat_revenue"] / year["revenue"] * 100
+        if year["revenue"]
+        else None,
         average_order_value=year["revenue"] * scale / year["orders"] if year["orders"] else None,
         orders_per_customer_year=year["orders"] / year["customers"] if year["customers"] else None,
     )
@@ -138,7 +143,13 @@ def overview(
     )
     monthly = metrics_table(monthly_p)
     quarterly_p = prepare(
-        engine, data, Granularity.QUARTER, start=start, end=end, options=options, customers=customers
+        engine,
+        data,
+        Granularity.QUARTER,
+        start=start,
+        end=end,
+        options=options,
+        customers=customers,
     )
     churn = churn_by_tenure(quarterly_p, retention_arrays(quarterly_p), scale)
     facts = store_facts(monthly_p, monthly)

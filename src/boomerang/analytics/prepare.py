@@ -53,7 +53,15 @@ class Prepared:
             w = ibis.window(group_by="customer_id", order_by=["t", "id"])
             self._purchases = self.engine.cache(
                 b.select(
-                    "customer_id", "id", "day", "net", "n", "n_w", "pidx", "t", "gross",
+                    "customer_id",
+                    "id",
+                    "day",
+                    "net",
+                    "n",
+                    "n_w",
+                    "pidx",
+                    "t",
+                    "gross",
                     seq=ibis.row_number().over(w) + 1,
                     prev_t=b.t.lag().over(w),
                     next_t=b.t.lead().over(w),
@@ -124,9 +132,7 @@ def prepare(
         )
     periods = Periods.between(first_day, end_day, granularity)
     cal = engine.table(
-        periods.calendar(
-            data_start, data_end, options.activity_window_days, options.tenure_bands
-        ),
+        periods.calendar(data_start, data_end, options.activity_window_days, options.tenure_bands),
         "calendar",
     )
     end_us = end_day * DAY_US
@@ -151,8 +157,17 @@ def prepare(
     purchases = _attach_returns(engine, ident, notes)
     base = engine.cache(
         purchases.join(cal, "day").select(
-            "customer_id", "id", "day", "net", "n", "n_w", "pidx", "cut1", "cut2",
-            t=_.placed_at, gross=_.total_minor,
+            "customer_id",
+            "id",
+            "day",
+            "net",
+            "n",
+            "n_w",
+            "pidx",
+            "cut1",
+            "cut2",
+            t=_.placed_at,
+            gross=_.total_minor,
         )
     )
     guests = live.filter(_.customer_id.isnull(), _.total_minor >= 0).join(cal, "day")
@@ -183,9 +198,7 @@ def _attach_returns(engine: Engine, ident: ibis.Table, notes: list[str]) -> ibis
     if not returns:
         return ident.filter(_.total_minor >= 0)
     is_return = ibis.ifelse(ident.total_minor < 0, 1, 0)
-    w = ibis.window(
-        group_by="customer_id", order_by=["placed_at", is_return, "id"], rows=(None, 0)
-    )
+    w = ibis.window(group_by="customer_id", order_by=["placed_at", is_return, "id"], rows=(None, 0))
     marked = ident.mutate(
         is_return=is_return, pc=ibis.ifelse(ident.total_minor >= 0, 1, 0).sum().over(w)
     )

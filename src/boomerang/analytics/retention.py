@@ -50,9 +50,7 @@ def _band_of(k: ibis.Value, cut1: ibis.Value, cut2: ibis.Value) -> ibis.Value:
 def _banded_ranges(t: ibis.Table, lo: str, hi: str, weight: ibis.Value) -> list[ibis.Table]:
     """+weight at each band's clipped start, −weight at its clipped end."""
     pieces = []
-    for band, (a, b) in zip(
-        BANDS, ((0, "cut1"), ("cut1", "cut2"), ("cut2", None)), strict=True
-    ):
+    for band, (a, b) in zip(BANDS, ((0, "cut1"), ("cut1", "cut2"), ("cut2", None)), strict=True):
         low = t[a] if isinstance(a, str) else ibis.literal(a)
         top = t[b] if isinstance(b, str) else ibis.literal(10**9)
         start = ibis.greatest(low, ibis.least(top, t[lo]))

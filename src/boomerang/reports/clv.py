@@ -33,7 +33,9 @@ def _fig_html(fig: go.Figure, height: int = 340) -> str:
         legend={"orientation": "h", "y": -0.2},
     )
     html: str = fig.to_html(
-        full_html=False, include_plotlyjs=False, config={"displayModeBar": False, "responsive": True}
+        full_html=False,
+        include_plotlyjs=False,
+        config={"displayModeBar": False, "responsive": True},
     )
     return html
 
@@ -131,7 +133,7 @@ def _at_risk(fit: ClvFit, currency: str) -> tuple[str, float]:
     header = ["churn risk", "customers", "predicted CLV", "of which P(alive) falling", "CLV there"]
     html = (
         "<h3>CLV at risk</h3>"
-        f"<p class=\"clv-at-risk\">Predicted value of customers whose P(alive) is falling "
+        f'<p class="clv-at-risk">Predicted value of customers whose P(alive) is falling '
         f"(no purchase in the last 30 days) and already below 0.7: "
         f"<strong>{_money(at_risk_total, currency)}</strong> — the revenue view of churn.</p>"
         + _table(header, rows)
@@ -176,8 +178,10 @@ def _backtest_html(bt: Backtest) -> str:
         f"<p>Per customer, the model {verdict} the naive baseline "
         f"(MAE {bt.model.mae:.3f} vs {bt.naive.mae:.3f} repeat purchases) "
         f"over {bt.n_customers:,} customers.</p>"
-        + _fig_html(fig) + errors
-        + "<h4>Mean holdout purchases per customer by calibration frequency</h4>" + buckets
+        + _fig_html(fig)
+        + errors
+        + "<h4>Mean holdout purchases per customer by calibration frequency</h4>"
+        + buckets
     )
 
 

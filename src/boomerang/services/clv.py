@@ -224,7 +224,9 @@ def backtest_store(
     )
     notes = []
     if not result.model_wins:
-        notes.append("the naive baseline beat the model on this holdout: check the note in docs/clv.md")
+        notes.append(
+            "the naive baseline beat the model on this holdout: check the note in docs/clv.md"
+        )
     return BacktestResult(store=store, backtest=result, notes=notes)
 
 
@@ -270,7 +272,9 @@ def fit_from_csv(
     if not path.exists():
         raise InputError(f"no such file: {path}")
     frame = pl.read_csv(path, infer_schema_length=10_000)
-    missing = [c for c in (customer, date_column, value) if c is not None and c not in frame.columns]
+    missing = [
+        c for c in (customer, date_column, value) if c is not None and c not in frame.columns
+    ]
     if missing:
         raise InputError(
             f"column(s) not in {path.name}: {', '.join(missing)}",

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -185,4 +186,75 @@ customer_predictions = Table(
     Column("currency", String(3), nullable=False),
     Column("risk_band", String(8), nullable=False),
     Index("ix_customer_predictions_store_model_risk", "store_id", "model", "risk_band"),
+)
+
+# -- segments (docs/segments.md) ----------------------------------------------------------------
+
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("name", String(100), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("kind", String(16), nullable=False),  # builtin | rfm | rule
+    Column("definition", Text, nullable=False),  # JSON: the validated rule as plain data
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("store_id", "name"),
+)
+
+# One row per stay in a segment: open while exited_at is NULL (at most one open row per
+# segment and customer, enforced by a partial unique index on both engines).
+segment_memberships = Table(
+    "segment_memberships",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("segment_id", Id, ForeignKey("segments.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("entered_at", BigInteger, nullable=False),
+    Column("exited_at", BigInteger),
+    Index(
+        "ux_segment_memberships_open",
+        "segment_id",
+        "customer_id",
+        unique=True,
+        sqlite_where=text("exited_at IS NULL"),
+        postgresql_where=text("exited_at IS NULL"),
+    ),
+    Index("ix_segment_memberships_customer", "customer_id", "segment_id"),
+)
+
+# Entered/exited events campaigns consume in id order (the id is their cursor).
+segment_events = Table(
+    "segment_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("segment_id", Id, ForeignKey("segments.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("type", String(8), nullable=False),  # entered | exited
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("origin", String(8), nullable=False),  # refresh | live
+    Index("ix_segment_events_store_id", "store_id", "id"),
+    Index("ix_segment_events_customer", "customer_id", "segment_id"),
+)
+
+# Each full refresh: when it evaluated, what it wrote, and the store-wide thresholds (RFM
+# score cuts, top-x% cuts) that live re-evaluation reuses until the next refresh.
+segment_refreshes = Table(
+    "segment_refreshes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("as_of", BigInteger, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=False),
+    Column("segments", BigInteger, nullable=False),
+    Column("entered", BigInteger, nullable=False),
+    Column("exited", BigInteger, nullable=False),
+    Column("reference", Text, nullable=False),
+    Index("ix_segment_refreshes_store", "store_id", "id"),
 )

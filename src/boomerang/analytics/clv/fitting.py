@@ -258,10 +258,7 @@ class FittedModel(Generic[M]):
         log_theta = np.log(self.model.vector())
         half = z * np.sqrt(np.diag(self.log_covariance))
         lo, hi = np.exp(log_theta - half), np.exp(log_theta + half)
-        return {
-            k: (float(a), float(b))
-            for k, a, b in zip(self.param_names, lo, hi, strict=True)
-        }
+        return {k: (float(a), float(b)) for k, a, b in zip(self.param_names, lo, hi, strict=True)}
 
     def draw_vectors(
         self,
@@ -354,7 +351,9 @@ def batched_hessian(batch: BatchObjective, theta: FloatArray, step: float = 1e-3
     return hess
 
 
-def hessian_from_gradient(objective: Objective, theta: FloatArray, step: float = 1e-4) -> FloatArray:
+def hessian_from_gradient(
+    objective: Objective, theta: FloatArray, step: float = 1e-4
+) -> FloatArray:
     """Symmetrised central differences of an (analytic) gradient."""
     k = theta.shape[0]
     hess = np.empty((k, k))

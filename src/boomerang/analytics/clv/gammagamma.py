@@ -87,8 +87,13 @@ class GammaGamma:
         p, q, g = self.p, self.q, self.gamma
         px = p * xa
         return np.asarray(
-            gammaln(px + q) - gammaln(px) - gammaln(q) + q * np.log(g)
-            + (px - 1) * np.log(za) + px * np.log(xa) - (px + q) * np.log(g + xa * za),
+            gammaln(px + q)
+            - gammaln(px)
+            - gammaln(q)
+            + q * np.log(g)
+            + (px - 1) * np.log(za)
+            + px * np.log(xa)
+            - (px + q) * np.log(g + xa * za),
             dtype=np.float64,
         )
 

@@ -203,8 +203,10 @@ class ParetoNBD:
         xa, ta, Ta = validate_rfm(x, t_x, T)
         alive, died = pareto_terms(self.vector(), xa, ta, Ta)
         head = (
-            gammaln(self.r + xa) - gammaln(self.r)
-            + self.r * np.log(self.alpha) + self.s * np.log(self.beta)
+            gammaln(self.r + xa)
+            - gammaln(self.r)
+            + self.r * np.log(self.alpha)
+            + self.s * np.log(self.beta)
         )
         return np.asarray(head + np.logaddexp(alive, died)[0], dtype=np.float64)
 

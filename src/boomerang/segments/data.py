@@ -1,0 +1,113 @@
+"""The facts segments are evaluated on: Arrow tables for a full refresh, rows for one customer.
+
+Both shapes carry the same columns, so the engine compiler (`segments.bulk`) and the
+single-customer evaluator (`segments.single`) read the same facts. Event properties the
+rules filter on arrive as text columns ``p_<key>`` (values compared as text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+CUSTOMER_COLUMNS: dict[str, pa.DataType] = {
+    "id": pa.int64(),
+    "created_at": pa.int64(),
+    "account_status": pa.string(),
+    "country": pa.string(),
+    "region": pa.string(),
+    "city": pa.string(),
+    "zip": pa.string(),
+    "timezone": pa.string(),
+    "tags": pa.list_(pa.string()),  # lower-cased
+    "has_email": pa.bool_(),
+    "has_phone": pa.bool_(),
+}
+CONSENT_COLUMNS: dict[str, pa.DataType] = {
+    "id": pa.int64(),
+    "customer_id": pa.int64(),
+    "channel": pa.string(),
+    "status": pa.string(),
+    "occurred_at": pa.int64(),
+}
+ORDER_COLUMNS: dict[str, pa.DataType] = {
+    "id": pa.int64(),
+    "customer_id": pa.int64(),
+    "placed_at": pa.int64(),
+    "currency": pa.string(),
+    "total_minor": pa.int64(),
+    "refunded_minor": pa.int64(),
+    "status": pa.string(),
+}
+LINE_COLUMNS: dict[str, pa.DataType] = {
+    "order_id": pa.int64(),
+    "sku": pa.string(),
+    "category": pa.string(),
+    "quantity": pa.int64(),
+    "unit_price_minor": pa.int64(),
+    "discount_minor": pa.int64(),
+}
+EVENT_COLUMNS: dict[str, pa.DataType] = {
+    "customer_id": pa.int64(),
+    "type": pa.string(),
+    "occurred_at": pa.int64(),
+}
+PREDICTION_COLUMNS: dict[str, pa.DataType] = {
+    "customer_id": pa.int64(),
+    "p_alive": pa.float64(),
+    "clv_minor": pa.int64(),
+    "expected_purchases": pa.float64(),
+    "next_order_at": pa.int64(),
+    "risk_band": pa.string(),
+}
+
+
+def prop_column(key: str) -> str:
+    return "p_" + "".join(ch if ch.isalnum() else "_" for ch in key) + f"_{len(key)}"
+
+
+def empty(columns: dict[str, pa.DataType]) -> pa.Table:
+    return pa.table({c: pa.array([], t) for c, t in columns.items()})
+
+
+def conform(table: pa.Table | None, columns: dict[str, pa.DataType]) -> pa.Table:
+    """Exactly ``columns`` (missing ones null), plus any ``p_*`` property columns."""
+    if table is None:
+        return empty(columns)
+    n = table.num_rows
+    out = {
+        c: (table[c].cast(t) if c in table.column_names else pa.nulls(n, t))
+        for c, t in columns.items()
+    }
+    for c in table.column_names:
+        if c.startswith("p_"):
+            out[c] = table[c].cast(pa.string())
+    return pa.table(out)
+
+
+@dataclass(frozen=True)
+class SegmentData:
+    """A store's facts as Arrow, for a full refresh (or a benchmark/simulator)."""
+
+    currency: str
+    customers: pa.Table
+    orders: pa.Table
+    consents: pa.Table | None = None
+    lines: pa.Table | None = None
+    events: pa.Table | None = None
+    predictions: pa.Table | None = None
+
+
+@dataclass
+class CustomerFacts:
+    """One customer's facts, as plain rows (dicts with the columns above)."""
+
+    customer: dict[str, Any]
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    consents: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # with a "props" dict
+    prediction: dict[str, Any] | None = None
+    extensions: dict[str, dict[Any, Any]] = field(default_factory=dict)
