@@ -16,6 +16,7 @@ from boomerang.cli import (
     imports,
     metrics,
     report,
+    segments,
     simulate,
     stores,
 )
@@ -39,6 +40,7 @@ app.command("metrics")(metrics.metrics_command)
 app.command("cohorts")(cohorts.cohorts_command)
 app.command("report")(report.report_command)
 app.add_typer(clv.app, name="clv")
+app.add_typer(segments.app, name="segments")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import typer
 
 from boomerang.cli.common import console
 from boomerang.cli.imports import print_summary
+from boomerang.domain.clock import from_micros
 from boomerang.domain.money import Money
 from boomerang.services.demo import run_demo
 
@@ -40,6 +41,16 @@ def demo(
             f"store '{totals.name}': {totals.customers:,} customers, {totals.orders:,} orders, "
             f"{totals.events:,} events, net revenue {revenue}"
         )
+    refreshed = result.segments
+    if refreshed is not None:
+        console.rule(
+            f"segments ({refreshed.segments}, as of {from_micros(refreshed.as_of):%Y-%m-%d %H:%M} UTC)"
+        )
+        shown = ("at-risk", "first-time-buyers", "repeat-buyers", "high-spenders", "lapsed",
+                 "churned", "rfm-champions", "rfm-cant-lose-them")  # fmt: skip
+        for name in shown:
+            console.print(f"{name:<28} {refreshed.members.get(name, 0):,}")
+        console.print(f"{refreshed.entered:,} memberships entered; see `boomerang segments list`")
     report = result.report
     if report is not None:
         console.rule(f"retention, {report.start} to {report.end} (latest complete month)")

@@ -43,6 +43,7 @@ SECTIONS = (
     ("growth", "Growth simulation"),
     ("lifecycle", "Lifecycle stage"),
     ("clv", "Predicted CLV"),
+    ("rfm", "RFM segments"),
     ("definitions", "Definitions"),
 )
 
@@ -311,8 +312,9 @@ _env = Environment(
 )
 
 
-def render_report(ov: Overview, store: str, clv_html: str = "") -> str:
-    """The whole page as one HTML string; ``clv_html`` is the predicted-CLV section."""
+def render_report(ov: Overview, store: str, clv_html: str = "", rfm_html: str = "") -> str:
+    """The whole page as one HTML string; ``clv_html`` is the predicted-CLV section and
+    ``rfm_html`` the RFM segments section."""
     charts = _Charts()
     tiles, tile_period = _tiles(ov)
     latest_churn = ov.churn.filter(pl.col("period_start") == ov.churn["period_start"].max())
@@ -320,6 +322,7 @@ def render_report(ov: Overview, store: str, clv_html: str = "") -> str:
         store=store,
         ov=ov,
         clv_html=clv_html,
+        rfm_html=rfm_html,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         sections=SECTIONS,
         tiles=tiles,

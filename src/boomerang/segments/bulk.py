@@ -357,7 +357,7 @@ def compute_reference(engine: Engine, features: ir.Table, plan: Plan) -> Referen
             values, counts = _value_counts(
                 engine, buyers[plan.column(FeatureKey(fname))] * sign, buyers
             )
-            cuts[dim] = rfm.thresholds_from_counts(values, counts)
+            cuts[dim] = rfm.thresholds_from_counts(values, counts, ties_up=dim == "r")
         reference["rfm"] = cuts
     for ident, (key, pct) in sorted(plan.tops.items()):
         col = features[plan.column(key)]

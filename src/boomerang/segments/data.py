@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
 CUSTOMER_COLUMNS: dict[str, pa.DataType] = {
@@ -111,3 +112,87 @@ class CustomerFacts:
     events: list[dict[str, Any]] = field(default_factory=list)  # with a "props" dict
     prediction: dict[str, Any] | None = None
     extensions: dict[str, dict[Any, Any]] = field(default_factory=dict)
+
+
+# -- from the store's raw columns ------------------------------------------------------------
+
+
+def _tags() -> pl.Expr:
+    """JSON text list -> lower-cased list (bad or empty JSON -> empty list)."""
+    return (
+        pl.col("tags")
+        .str.json_decode(pl.List(pl.String))
+        .list.eval(pl.element().str.to_lowercase())
+        .alias("tags")
+    )
+
+
+def customers_from_store(raw: pa.Table) -> pa.Table:
+    """The store's customer columns (tags as JSON text, flags as 0/1) -> CUSTOMER_COLUMNS."""
+    frame = pl.from_arrow(raw)
+    assert isinstance(frame, pl.DataFrame)
+    frame = frame.with_columns(
+        _tags(),
+        pl.col("has_email").cast(pl.Boolean),
+        pl.col("has_phone").cast(pl.Boolean),
+    )
+    return conform(frame.to_arrow(), CUSTOMER_COLUMNS)
+
+
+def customer_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One customer row, normalised exactly as `customers_from_store` does."""
+    table = customers_from_store(pa.Table.from_pylist([row], schema=_RAW_CUSTOMER))
+    normalised: dict[str, Any] = table.to_pylist()[0]
+    return normalised
+
+
+_RAW_CUSTOMER = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("created_at", pa.int64()),
+        ("account_status", pa.string()),
+        ("country", pa.string()),
+        ("region", pa.string()),
+        ("city", pa.string()),
+        ("zip", pa.string()),
+        ("timezone", pa.string()),
+        ("tags", pa.string()),
+        ("has_email", pa.int64()),
+        ("has_phone", pa.int64()),
+    ]
+)
+
+
+def extract_properties(frame: pl.DataFrame, keys: set[str]) -> pl.DataFrame:
+    """Raw ``properties`` JSON -> one text column per key (``prop_column``), compared as text."""
+    if "properties" not in frame.columns:
+        return frame
+    return frame.with_columns(
+        pl.col("properties").str.json_path_match(f"$.{key}").alias(prop_column(key))
+        for key in sorted(keys)
+    ).drop("properties")
+
+
+def events_from_store(raw: pa.Table, keys: set[str]) -> pa.Table:
+    frame = pl.from_arrow(raw)
+    assert isinstance(frame, pl.DataFrame)
+    return extract_properties(frame, keys).to_arrow()
+
+
+def event_rows(rows: list[dict[str, Any]], keys: set[str]) -> list[dict[str, Any]]:
+    """One customer's event rows with a ``props`` dict, extracted like `events_from_store`."""
+    if not rows:
+        return []
+    if "properties" not in rows[0] or not keys:
+        return [{**r, "props": {}} for r in rows]
+    frame = extract_properties(
+        pl.DataFrame(
+            {"properties": [r["properties"] or "" for r in rows]}, schema={"properties": pl.String}
+        ),
+        keys,
+    )
+    columns = {key: frame[prop_column(key)].to_list() for key in keys}
+    return [
+        {**r, "props": {k: columns[k][i] for k in keys if columns[k][i] is not None}}
+        for i, r in enumerate(rows)
+    ]

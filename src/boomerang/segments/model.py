@@ -32,6 +32,7 @@ from boomerang.segments.fields import (
     lookup,
 )
 
+PROPERTY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 WINDOW_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
 WINDOW_UNITS = {"h": MICROS_PER_DAY // 24, "d": MICROS_PER_DAY, "w": 7 * MICROS_PER_DAY}
@@ -236,6 +237,8 @@ def _where(spec: FieldSpec, raw: Any, path: str) -> tuple[tuple[str, tuple[str, 
         )
     items = []
     for key, value in raw.items():
+        if not PROPERTY_RE.match(str(key)):
+            raise _fail(path, f"property name {key!r} is not usable", "use letters, digits and _")
         if spec.where_keys and key not in spec.where_keys:
             raise _fail(
                 path,

@@ -1,16 +1,18 @@
 """RFM: recency, frequency and monetary scores 1-5 and the eleven named segments.
 
-Scores (docs/segments.md#rfm). Among buyers (at least one order before the evaluation
-time), a value's *mid-rank percentile* is p = (buyers below + half the buyers equal) / buyers
-and its score is 1 + floor(5p). Equal values always get equal scores (ties never split by
-row order); a store where everyone has one order scores F = 3 for all; a store with one
-buyer scores 3/3/3. Recency ranks on minus the whole days since the latest order (recent =
-high), frequency on the number of orders, monetary on lifetime revenue in minor units
-(integers, so cents are exact and ranks are stable).
+Scores (docs/segments.md#rfm), among buyers (at least one order before the evaluation
+time), by quintiles of rank:
 
-The scores are applied through four thresholds per dimension (t_k = the smallest value
-whose percentile reaches k/5; score = 1 + number of thresholds reached). A full refresh
-computes and stores them; re-evaluating one customer reuses them, so the two agree.
+- frequency (number of orders) and monetary (lifetime revenue net of refunds, in integer
+  minor units so cents are exact): score = 1 + floor(5 x buyers with strictly less / buyers).
+  Ties share the lower score, so every one-order customer has F = 1 however common that is.
+- recency (whole days since the latest order): score = 5 - floor(5 x buyers strictly more
+  recent / buyers). Ties share the higher score, so a store's latest buyers are R = 5.
+
+A store with one buyer who ordered once scores R5 F1 M1 ("New"). Scores are applied
+through four thresholds per dimension (score = 1 + number of thresholds the value
+reaches); a full refresh computes and stores them and re-evaluating one customer reuses
+them, so the two agree.
 
 Named segment from R and FM = round-half-up((F + M) / 2):
 
@@ -52,16 +54,26 @@ def score(value: float, thresholds: Sequence[float | None]) -> int:
     return 1 + sum(1 for t in thresholds if t is not None and value >= t)
 
 
-def thresholds_from_counts(values: np.ndarray, counts: np.ndarray) -> Thresholds:
-    """Mid-rank thresholds from distinct ``values`` (ascending) and their ``counts``.
+def thresholds_from_counts(
+    values: np.ndarray, counts: np.ndarray, *, ties_up: bool = False
+) -> Thresholds:
+    """Score thresholds from distinct ``values`` (ascending, higher = better) and counts.
 
-    Integer arithmetic: p >= k/5  <=>  5 * (2 * below + equal) >= 2 * k * n.
+    ``ties_up=False``: score = 1 + floor(5 b / n) with b = count strictly below, i.e. the
+    k-th threshold is the smallest value with 5 b >= k n. ``ties_up=True``: score =
+    5 - floor(5 a / n) with a = count strictly above, i.e. thresholds are the smallest
+    values with 5 a < j n. Integer arithmetic throughout.
     """
     counts = np.asarray(counts, dtype=np.int64)
     n = int(counts.sum())
-    below = np.cumsum(counts) - counts
-    reach = 5 * (2 * below + counts)
-    return [_first(values, reach >= 2 * k * n) for k in range(1, 5)]
+    upto = np.cumsum(counts)
+    if ties_up:
+        above = n - upto
+        cuts = [_first(values, 5 * above < j * n) for j in range(4, 0, -1)]
+    else:
+        below = upto - counts
+        cuts = [_first(values, 5 * below >= k * n) for k in range(1, 5)]
+    return cuts
 
 
 def top_threshold(values: np.ndarray, counts: np.ndarray, pct: float) -> float | None:

@@ -7,7 +7,7 @@ Each call reads the store's tables once as Arrow (ADBC), hands them to the analy
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,12 @@ from boomerang.analytics.options import CustomerFilter, MetricOptions
 from boomerang.analytics.overview import overview
 from boomerang.analytics.periods import Granularity
 from boomerang.analytics.prepare import prepare
+from boomerang.domain.clock import to_micros
 from boomerang.errors import InputError
 from boomerang.reports.retention import render_report
 from boomerang.services.clv import clv_section
 from boomerang.services.context import open_engine
+from boomerang.services.segments import rfm_section
 from boomerang.store.repos import analytics_source
 from boomerang.store.repos import stores as stores_repo
 
@@ -228,7 +230,11 @@ def build_report(
         )  # fmt: skip
     finally:
         engine.close()
-    html = render_report(ov, store, clv_html=clv_section(db, store))
+    # RFM as of the end of the report's data (the day after its last day, UTC midnight).
+    rfm_as_of = to_micros(datetime.combine(ov.end + timedelta(days=1), time.min, tzinfo=UTC))
+    html = render_report(
+        ov, store, clv_html=clv_section(db, store), rfm_html=rfm_section(db, store, as_of=rfm_as_of)
+    )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(html, encoding="utf-8")
     latest = _latest_complete(ov.monthly)

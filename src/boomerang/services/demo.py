@@ -9,9 +9,10 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from boomerang.services import simulation
+from boomerang.services import segments, simulation
 from boomerang.services.admin import store_overview
 from boomerang.services.analytics import ReportResult, build_report
 from boomerang.services.imports import ImportSummary, run_import
@@ -33,6 +34,7 @@ class DemoResult:
     imports: list[ImportSummary] = field(default_factory=list)
     totals: StoreCounts | None = None
     report: ReportResult | None = None
+    segments: segments.RefreshResult | None = None
 
 
 def run_demo(
@@ -51,9 +53,12 @@ def run_demo(
     export.mkdir(parents=True)
     db = str(directory / "boomerang.db")
     step(f"simulating {customers:,} customers over {days} days")
+    # The history ends today, so segments evaluated "now" see a store that is trading.
+    today = datetime.now(UTC).date().isoformat()
     sim = simulation.run(
-        customers=customers, days=days, seed=seed, out_dir=export, db=db, store=DEMO_STORE
-    )
+        customers=customers, days=days, seed=seed, out_dir=export, db=db, store=DEMO_STORE,
+        end_date=today,
+    )  # fmt: skip
     result = DemoResult(db=db, export_dir=export, simulation=sim.describe())
     for kind, name in IMPORT_ORDER:
         step(f"importing {name} as {kind}")
@@ -67,6 +72,8 @@ def run_demo(
             )
         )
     result.totals = next(s for s in store_overview(db) if s.name == DEMO_STORE)
+    step("refreshing segments")
+    result.segments = segments.refresh(db, DEMO_STORE)
     step("writing the retention report")
     result.report = build_report(db, DEMO_STORE, directory / "report.html")
     return result

@@ -14,6 +14,7 @@ from pathlib import Path
 from boomerang.errors import InputError
 from boomerang.services.imports import apply_frames
 from boomerang.simulate import simulate_store
+from boomerang.simulate.params import SimulationParams
 from boomerang.simulate.shopify_csv import write_exports, write_truth
 from boomerang.simulate.store import SimulatedStore
 from boomerang.store.repos.imports import ApplyResult
@@ -97,12 +98,24 @@ def _check(customers: int, days: int) -> None:
 
 
 def run(
-    *, customers: int, days: int, seed: int, out_dir: Path | None, db: str, store: str
+    *,
+    customers: int,
+    days: int,
+    seed: int,
+    out_dir: Path | None,
+    db: str,
+    store: str,
+    end_date: str | None = None,
 ) -> SimulationResult:
-    """Generate the store, then write the exports (``out_dir``) or apply it to ``db``/``store``."""
+    """Generate the store, then write the exports (``out_dir``) or apply it to ``db``/``store``.
+
+    ``end_date`` (YYYY-MM-DD, exclusive) moves the history's end; by default the simulator's
+    fixed date, so a seed always gives the same rows.
+    """
     _check(customers, days)
     started = time.perf_counter()
-    sim: SimulatedStore = simulate_store(customers, days, seed)
+    params = SimulationParams() if end_date is None else SimulationParams(end_date=end_date)
+    sim: SimulatedStore = simulate_store(customers, days, seed, params)
     counts = sim.counts()
     if out_dir is not None:
         files = write_exports(sim, out_dir)

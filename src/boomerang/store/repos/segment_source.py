@@ -1,0 +1,261 @@
+"""What segment rules read, straight from the store: whole tables (refresh) or one customer.
+
+A full refresh reads Arrow through ADBC, only the sources, event types and look-back the
+rules need (`Needs`); re-evaluating one customer reads that customer's rows through the
+SQLAlchemy connection of the caller's transaction (indexed look-ups, a few milliseconds).
+Nullable columns are read with sentinels on the ADBC path (see analytics_source).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Connection, Engine, text
+
+from boomerang.store.bulk import read_arrow
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Which facts a set of rules reads (built by the segments capability from its plan)."""
+
+    consents: bool = False
+    lines: bool = False
+    predictions: bool = False
+    # event type (None = every type) -> earliest occurred_at needed (None = all history)
+    events: dict[str | None, int | None] = field(default_factory=dict)
+    event_properties: bool = False
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _nulls(table: pa.Table, ints: tuple[str, ...] = (), texts: tuple[str, ...] = ()) -> pa.Table:
+    for name in ints:
+        col = table[name].cast(pa.int64())
+        table = table.set_column(
+            table.schema.get_field_index(name), name, pc.if_else(pc.equal(col, -1), None, col)
+        )
+    for name in texts:
+        col = table[name].cast(pa.string())
+        table = table.set_column(
+            table.schema.get_field_index(name), name, pc.if_else(pc.equal(col, ""), None, col)
+        )
+    return table
+
+
+CUSTOMER_SQL = (
+    "SELECT id, COALESCE(created_at, -1) AS created_at, account_status, "
+    "COALESCE(country, '') AS country, COALESCE(region, '') AS region, "
+    "COALESCE(city, '') AS city, COALESCE(zip, '') AS zip, COALESCE(timezone, '') AS timezone, "
+    "COALESCE(tags, '') AS tags, "
+    "CASE WHEN email IS NULL OR email = '' THEN 0 ELSE 1 END AS has_email, "
+    "CASE WHEN phone IS NULL OR phone = '' THEN 0 ELSE 1 END AS has_phone "
+    "FROM customers"
+)
+CUSTOMER_TEXTS = ("country", "region", "city", "zip", "timezone", "tags")
+
+
+def read_customers(engine: Engine, store_id: int) -> pa.Table:
+    table = read_arrow(engine, f"{CUSTOMER_SQL} WHERE store_id = {int(store_id)}")
+    return _nulls(table, ints=("created_at",), texts=CUSTOMER_TEXTS)
+
+
+def read_consents(engine: Engine, store_id: int) -> pa.Table:
+    return read_arrow(
+        engine,
+        "SELECT id, customer_id, channel, status, occurred_at FROM consents "
+        f"WHERE store_id = {int(store_id)}",
+    )
+
+
+ORDER_SQL = (
+    "SELECT id, COALESCE(customer_id, -1) AS customer_id, placed_at, currency, total_minor, "
+    "refunded_minor, status FROM orders"
+)
+
+
+def read_orders(engine: Engine, store_id: int) -> pa.Table:
+    table = read_arrow(engine, f"{ORDER_SQL} WHERE store_id = {int(store_id)}")
+    return _nulls(table, ints=("customer_id",))
+
+
+LINE_SQL = (
+    "SELECT l.order_id, COALESCE(l.sku, '') AS sku, COALESCE(l.category, '') AS category, "
+    "l.quantity, l.unit_price_minor, l.discount_minor FROM order_lines l"
+)
+
+
+def read_lines(engine: Engine, store_id: int) -> pa.Table:
+    table = read_arrow(engine, f"{LINE_SQL} WHERE l.store_id = {int(store_id)}")
+    return _nulls(table, texts=("sku", "category"))
+
+
+def _event_filter(needs: Needs) -> str:
+    if None in needs.events:
+        bounds = list(needs.events.values())
+        since = None if any(b is None for b in bounds) else min(b for b in bounds if b is not None)
+        return "" if since is None else f" AND occurred_at >= {int(since)}"
+    parts = []
+    for etype, since in sorted(needs.events.items(), key=lambda kv: str(kv[0])):
+        clause = f"type = {_quote(str(etype))}"
+        if since is not None:
+            clause += f" AND occurred_at >= {int(since)}"
+        parts.append(f"({clause})")
+    return " AND (" + " OR ".join(parts) + ")"
+
+
+def read_events(engine: Engine, store_id: int, needs: Needs) -> pa.Table:
+    """Identified events of the needed types and look-back, with raw properties if asked."""
+    props = ", COALESCE(properties, '') AS properties" if needs.event_properties else ""
+    table = read_arrow(
+        engine,
+        f"SELECT customer_id, type, occurred_at{props} FROM events "
+        f"WHERE store_id = {int(store_id)} AND customer_id IS NOT NULL{_event_filter(needs)}",
+    )
+    return _nulls(table, texts=("properties",)) if needs.event_properties else table
+
+
+def latest_model_sql(store_id: int) -> str:
+    return (
+        "SELECT model FROM customer_predictions "
+        f"WHERE store_id = {int(store_id)} ORDER BY fitted_at DESC, model LIMIT 1"
+    )
+
+
+PREDICTION_SQL = (
+    "SELECT customer_id, p_alive, clv_minor, expected_purchases, "
+    "COALESCE(next_order_at, -1) AS next_order_at, risk_band FROM customer_predictions"
+)
+
+
+def read_predictions(engine: Engine, store_id: int) -> pa.Table | None:
+    """The store's latest fit (by fitted_at), or None when nothing was fitted."""
+    model = read_arrow(engine, latest_model_sql(store_id))
+    if model.num_rows == 0:
+        return None
+    name = str(model["model"][0].as_py())
+    table = read_arrow(
+        engine,
+        f"{PREDICTION_SQL} WHERE store_id = {int(store_id)} AND model = {_quote(name)}",
+    )
+    return _nulls(table, ints=("next_order_at",))
+
+
+def read_categories(engine: Engine, store_id: int, limit: int) -> list[str]:
+    """The store's most common categories (for the category-affinity segments): from the
+    catalogue, else from order lines, else from recent product views' properties."""
+    sid = int(store_id)
+    for sql in (
+        f"SELECT category, COUNT(*) AS n FROM products WHERE store_id = {sid} "
+        "AND category IS NOT NULL AND category <> '' GROUP BY category",
+        f"SELECT category, COUNT(*) AS n FROM order_lines WHERE store_id = {sid} "
+        "AND category IS NOT NULL AND category <> '' GROUP BY category",
+    ):
+        table = read_arrow(engine, f"{sql} ORDER BY n DESC, category LIMIT {int(limit)}")
+        if table.num_rows:
+            return [str(v) for v in table["category"].to_pylist()]
+    return []
+
+
+def read_recent_view_properties(engine: Engine, store_id: int, sample: int) -> pa.Table:
+    """Raw properties of the latest ``sample`` product views (to learn categories from)."""
+    return read_arrow(
+        engine,
+        "SELECT COALESCE(properties, '') AS properties FROM events "
+        f"WHERE store_id = {int(store_id)} AND type = 'product_viewed' "
+        f"ORDER BY occurred_at DESC LIMIT {int(sample)}",
+    )
+
+
+def read_identities(engine: Engine, store_id: int) -> pa.Table:
+    """Who each customer is (for exports): id, external id, email and name."""
+    table = read_arrow(
+        engine,
+        "SELECT id AS customer_id, external_id, COALESCE(email, '') AS email, "
+        "COALESCE(first_name, '') AS first_name, COALESCE(last_name, '') AS last_name "
+        f"FROM customers WHERE store_id = {int(store_id)}",
+    )
+    return _nulls(table, texts=("email", "first_name", "last_name")).set_column(
+        0, "customer_id", table["customer_id"].cast(pa.int64())
+    )
+
+
+# -- one customer (inside the caller's transaction) ------------------------------------------
+
+
+def _rows(conn: Connection, sql: str, **params: Any) -> list[dict[str, Any]]:
+    return [dict(row) for row in conn.execute(text(sql), params).mappings()]
+
+
+def customer_rows(
+    conn: Connection, store_id: int, customer_id: int, needs: Needs
+) -> dict[str, Any] | None:
+    """One customer's facts as plain rows (the same columns as the Arrow path)."""
+    found = _rows(
+        conn,
+        CUSTOMER_SQL.replace("COALESCE(created_at, -1)", "created_at")
+        + " WHERE store_id = :s AND id = :c",
+        s=store_id,
+        c=customer_id,
+    )
+    if not found:
+        return None
+    customer = {k: (None if (k in CUSTOMER_TEXTS and v == "") else v) for k, v in found[0].items()}
+    out: dict[str, Any] = {"customer": customer}
+    out["orders"] = _rows(
+        conn,
+        "SELECT id, customer_id, placed_at, currency, total_minor, refunded_minor, status "
+        "FROM orders WHERE store_id = :s AND customer_id = :c",
+        s=store_id,
+        c=customer_id,
+    )
+    out["lines"] = []
+    if needs.lines and out["orders"]:
+        out["lines"] = _rows(
+            conn,
+            "SELECT l.order_id, l.sku, l.category, l.quantity, l.unit_price_minor, "
+            "l.discount_minor FROM orders o JOIN order_lines l ON l.order_id = o.id "
+            "WHERE o.store_id = :s AND o.customer_id = :c",
+            s=store_id,
+            c=customer_id,
+        )
+    out["consents"] = (
+        _rows(
+            conn,
+            "SELECT id, customer_id, channel, status, occurred_at FROM consents "
+            "WHERE store_id = :s AND customer_id = :c",
+            s=store_id,
+            c=customer_id,
+        )
+        if needs.consents
+        else []
+    )
+    out["events"] = []
+    if needs.events:
+        props = ", properties" if needs.event_properties else ""
+        out["events"] = _rows(
+            conn,
+            f"SELECT customer_id, type, occurred_at{props} FROM events "
+            f"WHERE store_id = :s AND customer_id = :c{_event_filter(needs)}",
+            s=store_id,
+            c=customer_id,
+        )
+    out["prediction"] = None
+    if needs.predictions:
+        model = conn.execute(text(latest_model_sql(store_id))).scalar()
+        if model is not None:
+            found = _rows(
+                conn,
+                PREDICTION_SQL.replace("COALESCE(next_order_at, -1)", "next_order_at")
+                + " WHERE store_id = :s AND model = :m AND customer_id = :c",
+                s=store_id,
+                m=model,
+                c=customer_id,
+            )
+            out["prediction"] = found[0] if found else None
+    return out
