@@ -7,6 +7,7 @@ documented in docs/segments.md#built-in-segments.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 
@@ -101,7 +102,7 @@ def builtin_definitions(categories: Iterable[str] = ()) -> list[Definition]:
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return json.dumps(text)
 
 
 def _kind(definition: Definition, kind: str) -> Definition:

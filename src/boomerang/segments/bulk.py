@@ -50,6 +50,10 @@ class _Builder:
         self.scale = 10 ** currency_exponent(data.currency)
         self._purchases: ir.Table | None = None
         self._lines: ir.Table | None = None
+        features = plan.features
+        self._line_uses = len(
+            {k.where for k in features if k.source == "orders" and k.where}
+        ) + len({k.window_us for k in features if k.source == "affinity"})
         self._events: ir.Table | None = None
 
     # -- sources ------------------------------------------------------------------------------
@@ -66,7 +70,7 @@ class _Builder:
                 o.customer_id.notnull(),
                 o.status != "cancelled",
                 o.placed_at < self.as_of,
-                o.currency == self.data.currency.upper(),
+                o.currency.upper() == self.data.currency.upper(),
             )
             self._purchases = o.select(
                 "id",
@@ -83,7 +87,7 @@ class _Builder:
         if self._lines is None:
             li = self.table(self.data.lines, d.LINE_COLUMNS, "seg_lines")
             o = self.orders.filter(self.orders.purchase)
-            self._lines = li.join(o, li.order_id == o.id).select(
+            joined = li.join(o, li.order_id == o.id).select(
                 "customer_id",
                 "placed_at",
                 "sku",
@@ -91,12 +95,21 @@ class _Builder:
                 order_id=li.order_id,
                 value=li.quantity * li.unit_price_minor - li.discount_minor,
             )
+            # Several line filters (and affinity) read it: join the big tables once.
+            self._lines = self.engine.cache(joined) if self._line_uses > 1 else joined
         return self._lines
 
     @property
     def events(self) -> ir.Table:
         if self._events is None:
             e = self.table(self.data.events, d.EVENT_COLUMNS, "seg_events")
+            missing = {
+                d.prop_column(k): ibis.null("string")
+                for k in sorted(self.plan.event_properties())
+                if d.prop_column(k) not in e.columns
+            }
+            if missing:  # no event carries that property: every filter on it is false
+                e = e.mutate(**missing)
             self._events = e.filter(e.customer_id.notnull(), e.occurred_at < self.as_of)
         return self._events
 
@@ -370,36 +383,37 @@ def compute_reference(engine: Engine, features: ir.Table, plan: Plan) -> Referen
 # -- rules -----------------------------------------------------------------------------------
 
 
+def rfm_columns(t: ir.Table, plan: Plan, reference: Reference) -> dict[str, ir.Value]:
+    """rfm_r, rfm_f, rfm_m (null for non-buyers) and rfm_segment, from the thresholds."""
+    cuts = reference["rfm"]
+    count = t[plan.column(FeatureKey("orders.count"))]
+    raw = {
+        "r": -t[plan.column(FeatureKey("orders.days_since_last"))],
+        "f": count,
+        "m": t[plan.column(FeatureKey("orders.revenue"))],
+    }
+    scores: dict[str, ir.Value] = {}
+    for dim in rfm.DIMENSIONS:
+        total: ir.Value = ibis.literal(1)
+        for cut in cuts[dim]:
+            if cut is not None:
+                total = total + (raw[dim] >= cut).cast("int64")
+        scores[dim] = ibis.cases((count > 0, total), else_=ibis.null("int64"))
+    fm = (scores["f"] + scores["m"] + 1) // 2
+    branches = [
+        ((scores["r"] == r) & (fm == i + 1), name)
+        for r, row in rfm.GRID.items()
+        for i, name in enumerate(row)
+    ]
+    scores["segment"] = ibis.cases(*branches, else_=ibis.null("string"))
+    return {f"rfm_{k}": v for k, v in scores.items()}
+
+
 class _Rules:
     def __init__(self, t: ir.Table, plan: Plan, reference: Reference, currency: str) -> None:
         self.t, self.plan, self.reference = t, plan, reference
         self.scale = 10 ** currency_exponent(currency)
         self.done: dict[str, ir.BooleanValue] = {}
-        self.rfm_cols = self._rfm() if plan.rfm else {}
-
-    def _rfm(self) -> dict[str, ir.Value]:
-        t, plan, cuts = self.t, self.plan, self.reference["rfm"]
-        count = t[plan.column(FeatureKey("orders.count"))]
-        raw = {
-            "r": -t[plan.column(FeatureKey("orders.days_since_last"))],
-            "f": count,
-            "m": t[plan.column(FeatureKey("orders.revenue"))],
-        }
-        scores: dict[str, ir.Value] = {}
-        for dim in rfm.DIMENSIONS:
-            total: ir.Value = ibis.literal(1)
-            for cut in cuts[dim]:
-                if cut is not None:
-                    total = total + (raw[dim] >= cut).cast("int64")
-            scores[dim] = ibis.cases((count > 0, total), else_=ibis.null("int64"))
-        fm = (scores["f"] + scores["m"] + 1) // 2
-        branches = [
-            ((scores["r"] == r) & (fm == i + 1), name)
-            for r, row in rfm.GRID.items()
-            for i, name in enumerate(row)
-        ]
-        scores["segment"] = ibis.cases(*branches, else_=ibis.null("string"))
-        return scores
 
     def literal(self, leaf: Leaf, value: Any) -> Any:
         if leaf.spec.kind is Kind.MONEY:
@@ -408,7 +422,7 @@ class _Rules:
 
     def column(self, leaf: Leaf) -> ir.Value:
         if leaf.field.startswith("rfm."):
-            return self.rfm_cols[leaf.field.split(".", 1)[1]]
+            return self.t["rfm_" + leaf.field.split(".", 1)[1]]
         return self.t[self.plan.column(FeatureKey.of(leaf))]
 
     def leaf(self, leaf: Leaf) -> ir.BooleanValue:
@@ -478,17 +492,21 @@ def evaluate_all(
     computed from the data when None. ``extra`` adds feature columns to the result
     (output name -> field), e.g. for an export.
     """
+    extra = extra or {}
+    plan = plan.with_features(list(extra.values()))
     builder = _Builder(engine, data, plan, as_of)
     features = engine.cache(builder.features())
     if reference is None:
         reference = compute_reference(engine, features, plan)
+    if plan.rfm:  # scores once, as columns: every RFM rule then reads them
+        features = engine.cache(features.mutate(**rfm_columns(features, plan, reference)))
     rules = _Rules(features, plan, reference, data.currency)
     columns: dict[str, ir.Value] = {"customer_id": features.customer_id}
     for name in plan.order:
         columns[name] = rules.segment(name)
-    for out, fname in (extra or {}).items():
+    for out, fname in extra.items():
         if fname.startswith("rfm."):
-            columns[out] = rules.rfm_cols[fname.split(".", 1)[1]]
+            columns[out] = features["rfm_" + fname.split(".", 1)[1]]
         else:
             columns[out] = features[plan.column(FeatureKey(fname))]
     flags = engine.arrow(features.select(**columns).order_by("customer_id"))

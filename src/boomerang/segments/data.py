@@ -2,11 +2,12 @@
 
 Both shapes carry the same columns, so the engine compiler (`segments.bulk`) and the
 single-customer evaluator (`segments.single`) read the same facts. Event properties the
-rules filter on arrive as text columns ``p_<key>`` (values compared as text).
+rules filter on arrive as text columns ``prop_<key>_<length>`` (values compared as text).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,8 @@ PREDICTION_COLUMNS: dict[str, pa.DataType] = {
 
 
 def prop_column(key: str) -> str:
-    return "p_" + "".join(ch if ch.isalnum() else "_" for ch in key) + f"_{len(key)}"
+    """The text column an event property is extracted into (``prop_`` + key + length)."""
+    return "prop_" + "".join(ch if ch.isalnum() else "_" for ch in key) + f"_{len(key)}"
 
 
 def empty(columns: dict[str, pa.DataType]) -> pa.Table:
@@ -74,7 +76,7 @@ def empty(columns: dict[str, pa.DataType]) -> pa.Table:
 
 
 def conform(table: pa.Table | None, columns: dict[str, pa.DataType]) -> pa.Table:
-    """Exactly ``columns`` (missing ones null), plus any ``p_*`` property columns."""
+    """Exactly ``columns`` (missing ones null), plus any ``prop_*`` event-property columns."""
     if table is None:
         return empty(columns)
     n = table.num_rows
@@ -83,7 +85,7 @@ def conform(table: pa.Table | None, columns: dict[str, pa.DataType]) -> pa.Table
         for c, t in columns.items()
     }
     for c in table.column_names:
-        if c.startswith("p_"):
+        if c.startswith("prop_") and c not in out:
             out[c] = table[c].cast(pa.string())
     return pa.table(out)
 
@@ -140,10 +142,14 @@ def customers_from_store(raw: pa.Table) -> pa.Table:
 
 
 def customer_from_row(row: dict[str, Any]) -> dict[str, Any]:
-    """One customer row, normalised exactly as `customers_from_store` does."""
-    table = customers_from_store(pa.Table.from_pylist([row], schema=_RAW_CUSTOMER))
-    normalised: dict[str, Any] = table.to_pylist()[0]
-    return normalised
+    """One customer row, normalised as `customers_from_store` does (pure Python: this runs
+    on every live re-evaluation; a property test holds the two together)."""
+    out = {c: row.get(c) for c in CUSTOMER_COLUMNS}
+    raw = row.get("tags")
+    out["tags"] = None if raw in (None, "") else [str(t).lower() for t in json.loads(raw)]
+    out["has_email"] = None if row.get("has_email") is None else bool(row["has_email"])
+    out["has_phone"] = None if row.get("has_phone") is None else bool(row["has_phone"])
+    return out
 
 
 _RAW_CUSTOMER = pa.schema(
@@ -180,19 +186,49 @@ def events_from_store(raw: pa.Table, keys: set[str]) -> pa.Table:
 
 
 def event_rows(rows: list[dict[str, Any]], keys: set[str]) -> list[dict[str, Any]]:
-    """One customer's event rows with a ``props`` dict, extracted like `events_from_store`."""
+    """One customer's event rows with a ``props`` dict, extracted like `events_from_store`.
+
+    Pure Python for text, integer and boolean values (what polars' JSON path gives for
+    them); rows holding other values (floats, lists, objects) go through polars itself.
+    """
     if not rows:
         return []
-    if "properties" not in rows[0] or not keys:
+    if not keys or "properties" not in rows[0]:
         return [{**r, "props": {}} for r in rows]
-    frame = extract_properties(
-        pl.DataFrame(
-            {"properties": [r["properties"] or "" for r in rows]}, schema={"properties": pl.String}
-        ),
-        keys,
-    )
-    columns = {key: frame[prop_column(key)].to_list() for key in keys}
-    return [
-        {**r, "props": {k: columns[k][i] for k in keys if columns[k][i] is not None}}
-        for i, r in enumerate(rows)
-    ]
+    out = []
+    for r in rows:
+        props = _simple_props(r.get("properties"), keys)
+        if props is None:
+            frame = extract_properties(
+                pl.DataFrame({"properties": [r["properties"]]}, schema={"properties": pl.String}),
+                keys,
+            )
+            props = {k: frame[prop_column(k)][0] for k in keys}
+            props = {k: v for k, v in props.items() if v is not None}
+        out.append({**r, "props": props})
+    return out
+
+
+def _simple_props(text: str | None, keys: set[str]) -> dict[str, str] | None:
+    if not text:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    props: dict[str, str] = {}
+    for key in keys:
+        value = parsed.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            props[key] = "true" if value else "false"
+        elif isinstance(value, str):
+            props[key] = value
+        elif isinstance(value, int):
+            props[key] = str(value)
+        else:
+            return None
+    return props

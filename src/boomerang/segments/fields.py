@@ -40,6 +40,8 @@ OPS_BY_KIND: dict[Kind, tuple[str, ...]] = {
     Kind.TEXT: ("=", "!=", "in", "not_in", "is_set", "is_not_set"),
     Kind.BOOL: ("=", "!=", "is_set", "is_not_set"),
 }
+#: Scores are already ranks: no top_percent on them.
+SCORE_OPS = (*COMPARE_OPS, "between", "in", "not_in", "is_set", "is_not_set")
 #: Operators that take no value.
 UNARY_OPS = frozenset({"is_set", "is_not_set"})
 
@@ -202,14 +204,14 @@ BUILTIN_FIELDS: dict[str, FieldSpec] = _specs(
     ),
     # -- RFM (docs/segments.md#rfm): scores 1-5 and the named segment
     FieldSpec("rfm.segment", Kind.TEXT, "named RFM segment", choices=RFM_SEGMENTS),
-    FieldSpec("rfm.r", Kind.INT, "recency score 1-5 (5 = most recent)"),
-    FieldSpec("rfm.f", Kind.INT, "frequency score 1-5"),
-    FieldSpec("rfm.m", Kind.INT, "monetary score 1-5"),
+    FieldSpec("rfm.r", Kind.INT, "recency score 1-5 (5 = most recent)", only_ops=SCORE_OPS),
+    FieldSpec("rfm.f", Kind.INT, "frequency score 1-5", only_ops=SCORE_OPS),
+    FieldSpec("rfm.m", Kind.INT, "monetary score 1-5", only_ops=SCORE_OPS),
     # -- category affinity from views and purchased lines
     FieldSpec(
         "affinity.top_category",
         Kind.TEXT,
-        "category with the most views + purchased lines (ties: alphabetical)",
+        "category with the most views + purchased lines (ties: first by code point order)",
         window=True,
     ),
     FieldSpec(

@@ -239,6 +239,10 @@ def _where(spec: FieldSpec, raw: Any, path: str) -> tuple[tuple[str, tuple[str, 
     for key, value in raw.items():
         if not PROPERTY_RE.match(str(key)):
             raise _fail(path, f"property name {key!r} is not usable", "use letters, digits and _")
+        if key == "type" and not spec.where_keys:
+            raise _fail(
+                path, "`type` is the event type, not a property", "write type: <event type>"
+            )
         if spec.where_keys and key not in spec.where_keys:
             raise _fail(
                 path,
@@ -275,6 +279,10 @@ def parse_leaf(raw: Mapping[str, Any], path: str) -> Leaf:
     if spec is None:
         raise _unknown_field(name, path)
     op = raw.get("op")
+    if op is None and spec.kind is not Kind.BOOL:
+        raise _fail(
+            path, f"{spec.name} needs an operator", "add `op:`, one of: " + ", ".join(spec.ops)
+        )
     if op is None and spec.kind is Kind.BOOL:
         op, raw = "=", {**raw, "value": raw.get("value", True)}
     if op == "==":
@@ -297,7 +305,7 @@ def parse_leaf(raw: Mapping[str, Any], path: str) -> Leaf:
     if event_type is not None and not (isinstance(event_type, str) and event_type):
         raise _fail(path, f"event type {event_type!r} is not text", "write type: product_viewed")
     category = raw.get("category")
-    if category is not None and not isinstance(category, str):
+    if category is not None and (not isinstance(category, str) or not category):
         raise _fail(path, f"category {category!r} is not text", "write category: Shoes")
     return Leaf(
         field=spec.name,
@@ -341,6 +349,8 @@ def parse_node(raw: Any, path: str = "rule") -> Node:
     if not isinstance(body, list | tuple) or not body:
         raise _fail(path, f"`{key}` needs a non-empty list", f"write {key}: [condition, ...]")
     items = tuple(parse_node(item, f"{path}.{key}[{i}]") for i, item in enumerate(body))
+    if len(items) == 1:  # a group of one is that condition (one tree per meaning)
+        return items[0]
     return All(items) if key == "all" else AnyOf(items)
 
 

@@ -50,7 +50,7 @@ class FeatureKey:
 
 
 def top_key(key: FeatureKey, pct: float) -> str:
-    return f"{key.ident()}|{pct:g}"
+    return f"{key.ident()}|{pct!r}"
 
 
 @dataclass
@@ -60,6 +60,18 @@ class Plan:
     features: dict[FeatureKey, str] = field(default_factory=dict)  # key -> column name
     tops: dict[str, tuple[FeatureKey, float]] = field(default_factory=dict)
     rfm: bool = False
+
+    def with_features(self, fields: list[str]) -> Plan:
+        """A copy that also computes these lifetime, option-less fields (e.g. for an
+        export); ``rfm.*`` names switch the RFM scores on."""
+        plan = Plan(
+            dict(self.definitions), list(self.order), dict(self.features), dict(self.tops),
+            self.rfm or any(f.startswith("rfm.") for f in fields),
+        )  # fmt: skip
+        wanted = [f for f in fields if not f.startswith("rfm.")]
+        for name in [*wanted, *(RFM_INPUTS if plan.rfm else ())]:
+            plan.features.setdefault(FeatureKey(name), f"f{len(plan.features)}")
+        return plan
 
     def column(self, key: FeatureKey) -> str:
         return self.features[key]

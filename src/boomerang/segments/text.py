@@ -16,6 +16,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from lark import Lark, Token, Transformer, UnexpectedInput, v_args
+from lark.exceptions import VisitError
 
 from boomerang.errors import InputError
 from boomerang.segments.fields import lookup
@@ -56,7 +57,7 @@ _OR: "or"i
 _NOT: "not"i
 CMP: "<=" | ">=" | "!=" | "==" | "=" | "<" | ">"
 DOTTED.2: /[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+/
-NAME: /[a-z_][a-z0-9_]*/
+NAME: /[A-Za-z_][A-Za-z0-9_]*/
 WINDOW: /[0-9]+[a-zA-Z]*/
 DATE.3: /\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?/
 NUMBER: /-?\d+(\.\d+)?/
@@ -166,6 +167,10 @@ def _unquote(token: Token | str) -> str:
 
 def text_to_data(text: str, path: str = "rule") -> Any:
     """The text syntax as plain data (not yet validated)."""
+    if not text.strip():
+        raise InputError(
+            f"{path}: the rule is empty", hint="write a condition such as orders.count >= 1"
+        )
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
@@ -176,7 +181,13 @@ def text_to_data(text: str, path: str = "rule") -> Any:
             hint="write conditions like orders.count[30d] >= 2 joined by and / or / not, "
             'text in "quotes"',
         ) from None
-    return _ToData().transform(tree)
+    try:
+        return _ToData().transform(tree)
+    except VisitError as exc:
+        raise InputError(
+            f"{path}: cannot read a value in the rule ({exc.orig_exc})",
+            hint='write text in "double quotes" with JSON escapes (\\" \\\\ \\t)',
+        ) from None
 
 
 def parse_text(text: str, path: str = "rule") -> Node:
@@ -243,7 +254,15 @@ def _literal(leaf: Any, value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value)
-    return str(value)
+    return _number(value)
+
+
+def _number(value: Any) -> str:
+    """Plain positional notation (the grammar has no exponents): 0.00001, not 1e-05."""
+    if isinstance(value, int):
+        return str(value)
+    text = format(Decimal(repr(value)) if isinstance(value, float) else Decimal(value), "f")
+    return text
 
 
 def _test_text(leaf: Any) -> str:
@@ -258,7 +277,7 @@ def _test_text(leaf: Any) -> str:
         listed = "[" + ", ".join(_literal(leaf, v) for v in value) + "]"
         return f" {'in' if op == 'in' else 'not in'} {listed}"
     if op == "top_percent":
-        return f" top {value:g}%"
+        return f" top {_number(value)}%"
     if op == "contains":
         return f" contains {_literal(leaf, value)}"
     if op == "=" and value is True:

@@ -397,18 +397,31 @@ class LiveResult:
 
 
 _PLANS: dict[tuple[int, str], tuple[Plan, dict[str, int]]] = {}
+_REFERENCES: dict[int, Reference] = {}
+EMPTY_REFERENCE: Reference = {"rfm": None, "top": {}}
 
 
 def _plan_for(conn: Connection, store_id: int) -> tuple[Plan, dict[str, int]]:
-    """The store's plan, cached while no definition changes (keyed by their digest)."""
-    rows = [r for r in repo.list_segments(conn, store_id) if r.kind != "deleted"]
-    digest = json.dumps([(r.id, r.updated_at) for r in rows])
-    key = (store_id, digest)
+    """The store's plan, cached until a definition changes (one cheap query to check)."""
+    key = (store_id, repo.definitions_version(conn, store_id))
     if key not in _PLANS:
-        definitions = [_definition(r) for r in rows]
+        rows = [r for r in repo.list_segments(conn, store_id) if r.kind != "deleted"]
         _PLANS.clear()
-        _PLANS[key] = (build_plan(definitions), {r.name: r.id for r in rows})
+        _PLANS[key] = (build_plan([_definition(r) for r in rows]), {r.name: r.id for r in rows})
     return _PLANS[key]
+
+
+def _reference_for(conn: Connection, store_id: int) -> Reference:
+    """The thresholds of the store's latest refresh (parsed once per refresh)."""
+    refresh_id = repo.latest_refresh_id(conn, store_id)
+    if refresh_id is None:
+        return EMPTY_REFERENCE
+    if refresh_id not in _REFERENCES:
+        last = repo.latest_refresh(conn, store_id)
+        assert last is not None
+        _REFERENCES.clear()
+        _REFERENCES[last.id] = last.reference
+    return _REFERENCES[refresh_id]
 
 
 def reevaluate_in(
@@ -417,8 +430,7 @@ def reevaluate_in(
     """Re-evaluate one customer inside the caller's transaction (after an order or event)."""
     repo.lock_store(conn, store.id)
     plan, ids = _plan_for(conn, store.id)
-    last = repo.latest_refresh(conn, store.id)
-    reference: Reference = last.reference if last else {"rfm": None, "top": {}}
+    reference = _reference_for(conn, store.id)
     if plan.rfm and reference.get("rfm") is None:
         raise ConflictError(
             "RFM segments need a full refresh first (it computes the score thresholds)",
@@ -495,8 +507,7 @@ def why(db: str, store: str, customer: str, segment: str, *, as_of: int | None =
             cid = _customer(conn, row.id, customer, store)
             found = _find(conn, row.id, segment)
             plan, _ = _plan_for(conn, row.id)
-            last = repo.latest_refresh(conn, row.id)
-            reference: Reference = last.reference if last else {"rfm": None, "top": {}}
+            reference = _reference_for(conn, row.id)
             if plan.rfm and reference.get("rfm") is None:
                 raise ConflictError(
                     "RFM conditions need a full refresh first",

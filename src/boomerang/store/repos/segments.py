@@ -172,6 +172,23 @@ class RefreshRow:
     reference: dict[str, Any]
 
 
+def latest_refresh_id(conn: Connection, store_id: int) -> int | None:
+    value = conn.execute(
+        select(func.max(segment_refreshes.c.id)).where(segment_refreshes.c.store_id == store_id)
+    ).scalar()
+    return None if value is None else int(value)
+
+
+def definitions_version(conn: Connection, store_id: int) -> str:
+    """Changes whenever a definition is created, updated or retired (cache key)."""
+    row = conn.execute(
+        select(func.count(), func.max(segments.c.updated_at), func.max(segments.c.id)).where(
+            segments.c.store_id == store_id
+        )
+    ).one()
+    return f"{row[0]}:{row[1]}:{row[2]}"
+
+
 def latest_refresh(conn: Connection, store_id: int) -> RefreshRow | None:
     r = conn.execute(
         select(segment_refreshes)
