@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support import rows
 
 from boomerang.analytics.engine import Engine as AnalyticsEngine
 from boomerang.domain.clock import MICROS_PER_DAY, to_micros
@@ -24,7 +25,6 @@ from boomerang.services.imports import apply_frames
 from boomerang.simulate import simulate_store
 from boomerang.store.repos import segments as repo
 from boomerang.store.repos import stores as stores_repo
-from tests.support import rows
 
 STORE = "shop"
 END = to_micros(datetime(2026, 11, 1, tzinfo=UTC))  # the simulator's history ends here
@@ -95,7 +95,10 @@ def test_refresh_writes_history_once_and_moves_forward(db: str) -> None:
     after = _history(db)
     assert after["segment_events"] == counts["segment_events"] + later.entered + later.exited
     assert after["segment_memberships"] == counts["segment_memberships"] + later.entered
-    closed = rows(db, "SELECT COUNT(*), MIN(exited_at), MAX(exited_at) FROM segment_memberships WHERE exited_at IS NOT NULL")
+    closed = rows(
+        db,
+        "SELECT COUNT(*), MIN(exited_at), MAX(exited_at) FROM segment_memberships WHERE exited_at IS NOT NULL",
+    )
     assert closed[0] == (later.exited, END + 45 * DAY, END + 45 * DAY)
     # The open stays are exactly the engine's members at that time.
     members, _ = _flags(db, END + 45 * DAY)
@@ -212,7 +215,9 @@ def _custom_file(folder: object) -> object:
     return path
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(offset_days=st.integers(min_value=-200, max_value=120), hours=st.integers(0, 23))
 def test_single_customer_evaluation_agrees_with_the_engine(
     agreement_store: str, offset_days: int, hours: int
