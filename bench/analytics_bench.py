@@ -174,7 +174,12 @@ def worker_numpy(folder: Path) -> dict[str, float]:
     started = time.perf_counter()
     keep = (status != "cancelled") & ~np.isnan(cust.astype(np.float64)) & (total >= 0)
     c = cust[keep].astype(np.int64)
-    month = (placed[keep] // 86_400_000_000).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+    month = (
+        (placed[keep] // 86_400_000_000)
+        .astype("datetime64[D]")
+        .astype("datetime64[M]")
+        .astype(np.int64)
+    )
     net = (total - refunded)[keep]
     first = np.full(int(c.max()) + 1, np.iinfo(np.int64).max)
     np.minimum.at(first, c, month)
@@ -271,7 +276,9 @@ def main() -> None:
           f"every `boomerang metrics` column {ours['metrics_table_seconds']:.2f} s more")  # fmt: skip
     print(f"pandas baseline: {pandas['seconds']:.2f} s, peak {pandas['peak_mib']:,.0f} MiB")
     print(f"numpy floor (cohort matrix only): {floor['seconds']:.2f} s")
-    print("same numbers on both sides: " + ("yes" if not problems else "NO: " + ", ".join(problems)))
+    print(
+        "same numbers on both sides: " + ("yes" if not problems else "NO: " + ", ".join(problems))
+    )
     print(f"BENCH analytics_metrics_cohorts value={ours['seconds']:.3f} unit=s "
           f"baseline=pandas ratio={pandas['seconds'] / ours['seconds']:.2f}")  # fmt: skip
     print(f"BENCH analytics_cohort_matrix value={ours['cohort_seconds']:.3f} unit=s "

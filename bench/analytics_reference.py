@@ -130,8 +130,12 @@ def compute(
         q = q[q["customer_id"].map(first) >= b_us[0]]
         month = pd.to_datetime(q["placed_at"], unit="us").dt.to_period("M")
         first_month = pd.to_datetime(q["customer_id"].map(first), unit="us").dt.to_period("M")
-        q["cohort"] = (first_month.dt.year * 12 + first_month.dt.month - 1).astype("int64") - 12 * 1970
-        q["age"] = (month.dt.year * 12 + month.dt.month - 1).astype("int64") - 12 * 1970 - q["cohort"]
+        q["cohort"] = (first_month.dt.year * 12 + first_month.dt.month - 1).astype(
+            "int64"
+        ) - 12 * 1970
+        q["age"] = (
+            (month.dt.year * 12 + month.dt.month - 1).astype("int64") - 12 * 1970 - q["cohort"]
+        )
         cohorts = (
             q.groupby(["cohort", "age"])
             .agg(customers=("customer_id", "nunique"), revenue=("net", "sum"))

@@ -162,7 +162,9 @@ def main() -> None:
 
     def line(name: str, step: str) -> str:
         ratio = their[0][step] / our_t[step] if their is not None else float("nan")
-        return f"BENCH {tag}_{name} value={our_t[step]:.4f} unit=s baseline={base} ratio={ratio:.1f}"
+        return (
+            f"BENCH {tag}_{name} value={our_t[step]:.4f} unit=s baseline={base} ratio={ratio:.1f}"
+        )
 
     print(line("end_to_end", "total"))
     print(line("bgnbd_fit", "bgnbd_fit"))

@@ -289,31 +289,6 @@ def simulate(customers: int, days: int, folder: Path) -> dict[str, int]:
 INPUTS = ("customers", "orders", "lines", "events", "consents", "predictions")
 
 
-def _work_around_conform() -> bool:
-    """`segments.data.conform` re-casts every ``p_*`` column to text (event properties), so
-    the prediction column ``p_alive`` arrives as a string and ``predictions.p_alive < 0.5``
-    (built-in at-risk) fails to compile. While that is so, keep declared columns' types.
-    Returns whether the work-around was needed (it is not timed: it only wraps the call)."""
-    import pyarrow as pa
-
-    from boomerang.segments import data
-
-    probe = data.conform(pa.table({"p_alive": [0.5]}), data.PREDICTION_COLUMNS)
-    if probe.schema.field("p_alive").type == pa.float64():
-        return False
-    original = data.conform
-
-    def conform(table: pa.Table | None, columns: dict[str, pa.DataType]) -> pa.Table:
-        out = original(table, columns)
-        for c, t in columns.items():
-            if table is not None and c.startswith("p_") and c in table.column_names:
-                out = out.set_column(out.schema.get_field_index(c), c, table[c].cast(t))
-        return out
-
-    data.conform = conform  # type: ignore[assignment]
-    return True
-
-
 def worker_ours(folder: Path) -> dict[str, Any]:
     import polars as pl
     import pyarrow.parquet as pq
@@ -326,7 +301,6 @@ def worker_ours(folder: Path) -> dict[str, Any]:
     tables = {name: _arrow(pq.read_table(folder / f"{name}.parquet"), name) for name in INPUTS}
     data = SegmentData(currency=CURRENCY, **tables)
     plan = build_plan(definitions())
-    patched = _work_around_conform()
     started = time.perf_counter()
     evaluation = evaluate_all(Engine(), data, plan, AS_OF)
     seconds = time.perf_counter() - started
@@ -338,7 +312,6 @@ def worker_ours(folder: Path) -> dict[str, Any]:
         "peak_mib": _peak_mib(),
         "evaluated": flags.height,
         "features": len(plan.features),
-        "conform_work_around": patched,
     }
 
 
@@ -474,10 +447,6 @@ def main() -> None:
           f"peak {ours['peak_mib']:,.0f} MiB (best of {args.runs})")  # fmt: skip
     print(f"pandas baseline: {pandas['seconds']:.2f} s, peak {pandas['peak_mib']:,.0f} MiB "
           f"(best of {args.runs})")  # fmt: skip
-    if ours["conform_work_around"]:
-        print("NOTE: segments.data.conform turns the prediction column p_alive into text (it "
-              "re-casts every p_* column as an event property); the bench kept its float type "
-              "to let predictions.p_alive compile (see _work_around_conform)")  # fmt: skip
     print(
         "same members on both sides: " + ("yes" if not problems else "NO: " + ", ".join(problems))
     )

@@ -25,8 +25,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from boomerang.segments.data import prop_column
+
 DAY = 86_400_000_000
-CATEGORY = "p_category_8"  # boomerang.segments.data.prop_column("category")
+CATEGORY = prop_column("category")
 
 # RFM named segment by recency score (row) and FM = round-half-up((F + M) / 2) (column).
 GRID = {

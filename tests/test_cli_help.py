@@ -29,7 +29,9 @@ def test_every_command_and_option_has_help() -> None:
         if not (getattr(cmd, "help", None) or getattr(cmd, "short_help", None)):
             missing.append(" ".join(path))
         for param in getattr(cmd, "params", []):
-            if getattr(param, "param_type_name", "") == "option" and not getattr(param, "help", None):
+            if getattr(param, "param_type_name", "") == "option" and not getattr(
+                param, "help", None
+            ):
                 missing.append(f"{' '.join(path)} {param.opts[0]}")
     assert missing == []
 

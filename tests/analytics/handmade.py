@@ -14,7 +14,9 @@ from boomerang.ingest.batch import conform
 
 def us(text: str) -> int:
     """'2024-01-05 08:10' (UTC) -> epoch microseconds."""
-    return int(datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=UTC).timestamp()) * 1_000_000
+    return (
+        int(datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=UTC).timestamp()) * 1_000_000
+    )
 
 
 CUSTOMERS = {"A": "a@example.com", "B": "b@example.com", "C": "c@example.com",

@@ -20,7 +20,9 @@ def _rows(db: str) -> tuple[int, int, int]:
         with engine.connect() as conn:
             c = customer_predictions.c
             total, distinct, clv_sum = conn.execute(
-                select(func.count(), func.count(func.distinct(c.customer_id)), func.sum(c.clv_minor))
+                select(
+                    func.count(), func.count(func.distinct(c.customer_id)), func.sum(c.clv_minor)
+                )
             ).one()
     finally:
         engine.dispose()

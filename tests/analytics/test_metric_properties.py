@@ -64,12 +64,16 @@ def engine() -> Engine:
 
 def run(engine: Engine, orders: pa.Table, g: Granularity, window: int) -> tuple[object, ...]:
     data = engine.load(SourceTables(orders=orders, customers=pa.table({"id": [1]}), currency="USD"))
-    p = prepare(engine, data, g, options=MetricOptions(activity_window_days=window, tenure_bands=(20, 60)))
+    p = prepare(
+        engine, data, g, options=MetricOptions(activity_window_days=window, tenure_bands=(20, 60))
+    )
     arrays = retention_arrays(p)
     return p, activity(p), retention_table(p, arrays, 0.01), arrays
 
 
-SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @SETTINGS
@@ -80,14 +84,20 @@ def test_engine_matches_reference_and_invariants_hold(engine: Engine, rows, wind
     orders = to_table(rows)
     p, act, ret, arrays = run(engine, orders, g, window)
     # 1. the plain pandas reference, written from the definitions
-    ref = compute(orders.to_pandas(), "USD", list(p.periods.bounds), window, (20, 60), month_index=False)
+    ref = compute(
+        orders.to_pandas(), "USD", list(p.periods.bounds), window, (20, 60), month_index=False
+    )
     r = ref.periods
     for col in ("orders", "customers", "repeat_customers", "new_customers", "revenue"):
         assert act[col].to_list() == r[col].tolist(), col
     for col in ("customers_at_start", "customers_at_end", "customers_gained", "churned_customers"):
         assert ret[col].to_list() == r[col].tolist(), col
-    assert ret["revenue_at_start"].to_numpy() == pytest.approx(r["revenue_at_start"].to_numpy() * 0.01)
-    assert ret["revenue_retained"].to_numpy() == pytest.approx(r["revenue_retained"].to_numpy() * 0.01)
+    assert ret["revenue_at_start"].to_numpy() == pytest.approx(
+        r["revenue_at_start"].to_numpy() * 0.01
+    )
+    assert ret["revenue_retained"].to_numpy() == pytest.approx(
+        r["revenue_retained"].to_numpy() * 0.01
+    )
     kept = arrays.revenue_start.sum(axis=0)[: p.k] + arrays.revenue_contraction.sum(axis=0)
     assert kept == pytest.approx(r["revenue_kept"].to_numpy())
     bands = ref.churn.pivot(index="tenure_band", columns="k", values="churned_customers")
@@ -96,11 +106,14 @@ def test_engine_matches_reference_and_invariants_hold(engine: Engine, rows, wind
     # 2. CRR is a percentage when defined, (E − N) / S, and undefined when S = 0
     defined = ret.filter(pl.col("customer_retention_rate").is_not_null())
     assert defined["customer_retention_rate"].is_between(0, 100).all()
-    s, e, n = (defined[c].to_numpy() for c in ("customers_at_start", "customers_at_end", "customers_gained"))
-    assert defined["customer_retention_rate"].to_numpy() == pytest.approx((e - n) / s * 100)
-    assert ret.filter(pl.col("customers_at_start") == 0)["customer_retention_rate"].null_count() == (
-        ret.filter(pl.col("customers_at_start") == 0).height
+    s, e, n = (
+        defined[c].to_numpy()
+        for c in ("customers_at_start", "customers_at_end", "customers_gained")
     )
+    assert defined["customer_retention_rate"].to_numpy() == pytest.approx((e - n) / s * 100)
+    assert ret.filter(pl.col("customers_at_start") == 0)[
+        "customer_retention_rate"
+    ].null_count() == (ret.filter(pl.col("customers_at_start") == 0).height)
     # 3. cohort cells add up to each period's customers and revenue
     cells = cohort_table(p, 1.0)
     if g is Granularity.MONTH:
@@ -108,15 +121,24 @@ def test_engine_matches_reference_and_invariants_hold(engine: Engine, rows, wind
             (pl.col("cohort_start").dt.year() * 12 + pl.col("cohort_start").dt.month()
              + pl.col("periods_since")).alias("m")
         )  # fmt: skip
-        per_month = month.group_by("m").agg(pl.col("customers").sum(), pl.col("revenue").sum()).sort("m")
+        per_month = (
+            month.group_by("m").agg(pl.col("customers").sum(), pl.col("revenue").sum()).sort("m")
+        )
         active = act.filter(pl.col("customers") > 0)
         assert per_month["customers"].to_list() == active["customers"].to_list()
-        assert per_month["revenue"].to_list() == pytest.approx(active["revenue"].cast(pl.Float64).to_list())
-    assert cells.filter(pl.col("periods_since") == 0)["cohort_size"].sum() == act["new_customers"].sum()
+        assert per_month["revenue"].to_list() == pytest.approx(
+            active["revenue"].cast(pl.Float64).to_list()
+        )
+    assert (
+        cells.filter(pl.col("periods_since") == 0)["cohort_size"].sum()
+        == act["new_customers"].sum()
+    )
     assert cells["revenue"].sum() == pytest.approx(float(act["revenue"].sum()))
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(rows=stores, seed=st.integers(0, 1_000))
 def test_row_order_does_not_matter(engine: Engine, rows, seed) -> None:  # type: ignore[no-untyped-def]
     if not has_purchase(rows):

@@ -60,7 +60,9 @@ def test_report_renders_in_headless_chromium(report: Path) -> None:
             lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:")) else None,
         )
         page.goto(report.as_uri())
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 12")
+        page.wait_for_function(
+            "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 12"
+        )
         for section in SECTIONS:
             assert page.locator(f"section#{section}").is_visible(), section
         drawn = page.evaluate("document.querySelectorAll('.js-plotly-plot').length")

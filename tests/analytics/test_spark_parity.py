@@ -39,12 +39,16 @@ def _source() -> SourceTables:
         "status",
     )
     # a few Online Retail-style return records, to exercise the netting on both engines
-    returns = orders.filter(pl.col("customer_id").is_not_null()).head(15).with_columns(
-        pl.col("id") + 1_000_000,
-        pl.col("placed_at") + 86_400_000_000 * 5,
-        (-pl.col("total_minor") // 4).alias("total_minor"),
-        pl.lit(0, pl.Int64).alias("refunded_minor"),
-        pl.lit("refunded").alias("status"),
+    returns = (
+        orders.filter(pl.col("customer_id").is_not_null())
+        .head(15)
+        .with_columns(
+            pl.col("id") + 1_000_000,
+            pl.col("placed_at") + 86_400_000_000 * 5,
+            (-pl.col("total_minor") // 4).alias("total_minor"),
+            pl.lit(0, pl.Int64).alias("refunded_minor"),
+            pl.lit("refunded").alias("status"),
+        )
     )
     events = s.events.select(
         pl.when(pl.col("person") >= 0).then(pl.col("person")).alias("customer_id"),

@@ -132,14 +132,16 @@ def _table(rows: list[dict[str, Any]], columns: dict[str, pa.DataType]) -> pa.Ta
 
 
 def segment_data(store: Store, properties: Iterable[str] = ()) -> d.SegmentData:
-    """The store as Arrow; event properties as ``p_<key>`` text columns (every key present in
-    the events plus ``properties``, as the loader provides the keys a plan filters on)."""
+    """The store as Arrow; event properties as ``prop_<key>_<length>`` text columns
+    (`data.prop_column`; every key present in the events plus ``properties``, as the loader
+    provides the keys a plan filters on)."""
     keys = sorted({k for e in store.events for k in e["props"]} | set(properties))
     events = _table(store.events, d.EVENT_COLUMNS)
     for key in keys:
         values = [e["props"].get(key) for e in store.events]
         events = events.append_column(
-            d.prop_column(key), pa.array([None if v is None else str(v) for v in values], pa.string())
+            d.prop_column(key),
+            pa.array([None if v is None else str(v) for v in values], pa.string()),
         )
     return d.SegmentData(
         currency=store.currency,
@@ -148,7 +150,8 @@ def segment_data(store: Store, properties: Iterable[str] = ()) -> d.SegmentData:
         consents=_table(store.consents, d.CONSENT_COLUMNS),
         lines=_table(store.lines, d.LINE_COLUMNS),
         events=events,
-        predictions=_table(store.predictions, d.PREDICTION_COLUMNS),
+        # no fit yet -> None, as the store reader returns
+        predictions=_table(store.predictions, d.PREDICTION_COLUMNS) if store.predictions else None,
     )
 
 
@@ -185,7 +188,9 @@ def definitions(rules: Rules) -> list[Definition]:
     """``{name: text rule or rule tree}`` (or ready definitions) as validated definitions."""
     if isinstance(rules, Mapping):
         return [
-            parse_definition({"name": n, "where": r} if isinstance(r, str) else {"name": n, "rule": r})
+            parse_definition(
+                {"name": n, "where": r} if isinstance(r, str) else {"name": n, "rule": r}
+            )
             for n, r in rules.items()
         ]
     return list(rules)
@@ -251,7 +256,9 @@ def evaluate(
     }
     bulk_extra = {int(r["customer_id"]): {f: r[f"x:{f}"] for f in extra} for r in rows}
 
-    single = SingleEvaluator(plan, ev.reference, store.currency, as_of)
+    # the one-customer side computes the ``extra`` fields too, even those no rule uses
+    full = plan.with_features(list(extra))
+    single = SingleEvaluator(full, ev.reference, store.currency, as_of)
     facts = customer_facts(store)
     one: dict[str, set[int]] = {name: set() for name in plan.order}
     one_features: dict[int, dict[FeatureKey, Any]] = {}
@@ -266,7 +273,7 @@ def evaluate(
         if created is not None and created >= as_of:
             continue  # not a customer yet: no row in the full refresh either
         values = single.features(f)
-        scores = single.rfm_scores(values) if plan.rfm else {}
+        scores = single.rfm_scores(values) if full.rfm else {}
         one_features[cid] = values
         one_extra[cid] = {
             x: scores[x.split(".", 1)[1]] if x.startswith("rfm.") else values[FeatureKey(x)]

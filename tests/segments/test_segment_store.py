@@ -62,7 +62,7 @@ def _flags(db: str, at: int, reference: dict | None = None) -> tuple[dict[str, s
     try:
         with engine.connect() as conn:
             store = stores_repo.get(conn, STORE)
-            plan, _ = service._plan_for(conn, store.id)
+            plan, _ = service.store_plan(conn, store.id)
         facts = service.load_segment_data(engine, store, plan, at)
     finally:
         engine.dispose()
@@ -231,7 +231,7 @@ def test_single_customer_evaluation_agrees_with_the_engine(
     try:
         with engine.connect() as conn:
             store = stores_repo.get(conn, STORE)
-            plan, _ = service._plan_for(conn, store.id)
+            plan, _ = service.store_plan(conn, store.id)
             single = SingleEvaluator(plan, reference, store.currency, at)
             mismatches = []
             for cid in ids:

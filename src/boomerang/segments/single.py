@@ -57,6 +57,14 @@ class SingleEvaluator:
         self.plan, self.reference, self.as_of = plan, reference, int(as_of)
         self.currency = currency.upper()
         self.scale = 10 ** currency_exponent(currency)
+        # Per leaf (by identity: the plan's trees are fixed) its feature key and literal(s).
+        self._keys: dict[int, FeatureKey] = {}
+        for definition in plan.definitions.values():
+            for leaf in definition.leaves():
+                self._keys[id(leaf)] = FeatureKey.of(leaf)
+        self._by_source = sorted(
+            ((k.source, k) for k in plan.features), key=lambda sk: sk[1].ident()
+        )
 
     # -- features -----------------------------------------------------------------------------
 
@@ -77,8 +85,7 @@ class SingleEvaluator:
             if li["order_id"] in purchase_at
         ]
         events = [e for e in facts.events if e["occurred_at"] < self.as_of]
-        for key in self.plan.features:
-            source = key.source
+        for source, key in self._by_source:
             if source == "customer":
                 out[key] = self._customer(facts.customer, key)
             elif source == "consent":
@@ -243,9 +250,10 @@ class SingleEvaluator:
     # -- rules --------------------------------------------------------------------------------
 
     def value(self, leaf: Leaf, values: dict[FeatureKey, Any], scores: dict[str, Any]) -> Any:
-        if leaf.field.startswith("rfm."):
-            return scores[leaf.field.split(".", 1)[1]]
-        return values[FeatureKey.of(leaf)]
+        key = self._keys.get(id(leaf)) or FeatureKey.of(leaf)
+        if key.field.startswith("rfm."):
+            return scores[key.field[4:]]
+        return values[key]
 
     def literal(self, leaf: Leaf, v: Any) -> Any:
         return float(Decimal(v) * self.scale) if leaf.spec.kind is Kind.MONEY else v
@@ -259,7 +267,8 @@ class SingleEvaluator:
         if value is None:
             return False
         if op == "top_percent":
-            cut = self.reference["top"].get(top_key(FeatureKey.of(leaf), v))
+            key = self._keys.get(id(leaf)) or FeatureKey.of(leaf)
+            cut = self.reference["top"].get(top_key(key, v))
             return cut is not None and value > 0 and value >= cut
         if op == "between":
             return bool(self.literal(leaf, v[0]) <= value <= self.literal(leaf, v[1]))

@@ -277,7 +277,8 @@ def _test_text(leaf: Any) -> str:
         listed = "[" + ", ".join(_literal(leaf, v) for v in value) + "]"
         return f" {'in' if op == 'in' else 'not in'} {listed}"
     if op == "top_percent":
-        return f" top {_number(value)}%"
+        whole = float(value).is_integer()
+        return f" top {int(value) if whole else _number(value)}%"
     if op == "contains":
         return f" contains {_literal(leaf, value)}"
     if op == "=" and value is True:

@@ -401,9 +401,11 @@ _REFERENCES: dict[int, Reference] = {}
 EMPTY_REFERENCE: Reference = {"rfm": None, "top": {}}
 
 
-def _plan_for(conn: Connection, store_id: int) -> tuple[Plan, dict[str, int]]:
-    """The store's plan, cached until a definition changes (one cheap query to check)."""
-    key = (store_id, repo.definitions_version(conn, store_id))
+def store_plan(
+    conn: Connection, store_id: int, version: str | None = None
+) -> tuple[Plan, dict[str, int]]:
+    """The store's plan, cached until a definition changes."""
+    key = (store_id, version if version is not None else repo.versions(conn, store_id)[1])
     if key not in _PLANS:
         rows = [r for r in repo.list_segments(conn, store_id) if r.kind != "deleted"]
         _PLANS.clear()
@@ -411,9 +413,10 @@ def _plan_for(conn: Connection, store_id: int) -> tuple[Plan, dict[str, int]]:
     return _PLANS[key]
 
 
-def _reference_for(conn: Connection, store_id: int) -> Reference:
+def _reference_for(conn: Connection, store_id: int, refresh_id: int | None = -1) -> Reference:
     """The thresholds of the store's latest refresh (parsed once per refresh)."""
-    refresh_id = repo.latest_refresh_id(conn, store_id)
+    if refresh_id == -1:
+        refresh_id = repo.versions(conn, store_id)[0]
     if refresh_id is None:
         return EMPTY_REFERENCE
     if refresh_id not in _REFERENCES:
@@ -429,8 +432,9 @@ def reevaluate_in(
 ) -> LiveResult:
     """Re-evaluate one customer inside the caller's transaction (after an order or event)."""
     repo.lock_store(conn, store.id)
-    plan, ids = _plan_for(conn, store.id)
-    reference = _reference_for(conn, store.id)
+    refresh_id, version = repo.versions(conn, store.id)
+    plan, ids = store_plan(conn, store.id, version)
+    reference = _reference_for(conn, store.id, refresh_id)
     if plan.rfm and reference.get("rfm") is None:
         raise ConflictError(
             "RFM segments need a full refresh first (it computes the score thresholds)",
@@ -506,7 +510,7 @@ def why(db: str, store: str, customer: str, segment: str, *, as_of: int | None =
             row = stores_repo.get(conn, store)
             cid = _customer(conn, row.id, customer, store)
             found = _find(conn, row.id, segment)
-            plan, _ = _plan_for(conn, row.id)
+            plan, _ = store_plan(conn, row.id)
             reference = _reference_for(conn, row.id)
             if plan.rfm and reference.get("rfm") is None:
                 raise ConflictError(

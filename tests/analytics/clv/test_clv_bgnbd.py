@@ -72,8 +72,9 @@ def test_predictions_follow_theory() -> None:
     assert np.all(np.diff(p) > 0)
     later = model.p_alive(np.full(3, 3.0), np.full(3, 20.0), np.array([25.0, 39.0, 60.0]))
     assert np.all(np.diff(later) < 0)
-    more = model.expected_purchases(10.0, np.array([1.0, 3.0, 10.0]), np.full(3, 38.0),
-                                    np.full(3, 39.0))
+    more = model.expected_purchases(
+        10.0, np.array([1.0, 3.0, 10.0]), np.full(3, 38.0), np.full(3, 39.0)
+    )
     assert np.all(np.diff(more) > 0)
 
 
@@ -109,9 +110,7 @@ def test_predictions_match_numerical_integration_over_lambda_and_p() -> None:
         p_alive = (alive * prior).sum() / evidence
         future = (alive * prior * -np.expm1(-lam * p * 39.0) / p).sum() / evidence
         assert model.p_alive([x], [t_x], [T])[0] == pytest.approx(p_alive, rel=1e-7)
-        assert model.expected_purchases(39.0, [x], [t_x], [T])[0] == pytest.approx(
-            future, rel=1e-7
-        )
+        assert model.expected_purchases(39.0, [x], [t_x], [T])[0] == pytest.approx(future, rel=1e-7)
 
 
 def test_parameter_recovery_on_synthetic_customers() -> None:
@@ -137,8 +136,9 @@ def test_laplace_intervals_have_roughly_nominal_coverage() -> None:
         T = rng.uniform(20.0, 52.0, 2_000)
         x, t_x = true.simulate(T, rng)
         intervals = fit_bgnbd(x, t_x, T).intervals(0.95)
-        covered += [lo <= v <= hi for v, (lo, hi) in
-                    zip(true.vector(), intervals.values(), strict=True)]
+        covered += [
+            lo <= v <= hi for v, (lo, hi) in zip(true.vector(), intervals.values(), strict=True)
+        ]
     assert np.mean(covered) >= 0.85
 
 

@@ -39,9 +39,10 @@ def test_customers_without_repeat_purchases_may_have_left() -> None:
     assert np.all((p > 0) & (p < 1)) and np.all(np.diff(p) < 0)
     # With the same parameters BG/NBD keeps them alive and so expects more purchases.
     bg = BGNBD(**PUBLISHED)
-    assert bg.expected_purchases(10.0, [0.0], [0.0], [39.0])[0] > model.expected_purchases(
-        10.0, [0.0], [0.0], [39.0]
-    )[0]
+    assert (
+        bg.expected_purchases(10.0, [0.0], [0.0], [39.0])[0]
+        > model.expected_purchases(10.0, [0.0], [0.0], [39.0])[0]
+    )
 
 
 def test_predictions_match_numerical_integration_over_lambda_and_p() -> None:
@@ -58,6 +59,4 @@ def test_predictions_match_numerical_integration_over_lambda_and_p() -> None:
         p_alive = (alive * prior).sum() / evidence
         future = (alive * prior * -np.expm1(-lam * p * 39.0) / p).sum() / evidence
         assert model.p_alive([x], [t_x], [T])[0] == pytest.approx(p_alive, rel=1e-7)
-        assert model.expected_purchases(39.0, [x], [t_x], [T])[0] == pytest.approx(
-            future, rel=1e-7
-        )
+        assert model.expected_purchases(39.0, [x], [t_x], [T])[0] == pytest.approx(future, rel=1e-7)

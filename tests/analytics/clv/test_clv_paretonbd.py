@@ -55,8 +55,14 @@ def test_t_x_equal_to_T_keeps_full_precision() -> None:
     ll = m.individual_log_likelihood([x], [T], [T])[0]
     from scipy.special import gammaln
 
-    alive = (gammaln(m.r + x) - gammaln(m.r) + m.r * np.log(m.alpha) + m.s * np.log(m.beta)
-             - (m.r + x) * np.log(m.alpha + T) - m.s * np.log(m.beta + T))
+    alive = (
+        gammaln(m.r + x)
+        - gammaln(m.r)
+        + m.r * np.log(m.alpha)
+        + m.s * np.log(m.beta)
+        - (m.r + x) * np.log(m.alpha + T)
+        - m.s * np.log(m.beta + T)
+    )
     assert ll == pytest.approx(alive, rel=1e-12)
     assert m.p_alive([x], [T], [T])[0] == pytest.approx(1.0)
 
@@ -66,8 +72,12 @@ def test_predictions_match_numerical_integration_over_lambda_and_mu() -> None:
     # μ^s with s = 0.6 keeps mass at tiny μ: its grid reaches further down.
     lam = np.exp(np.linspace(-25.0, 5.0, 1501))[:, None]
     mu = np.exp(np.linspace(-50.0, 5.0, 2751))[None, :]
-    prior = (gamma_dist.pdf(lam, m.r, scale=1 / m.alpha) * lam
-             * gamma_dist.pdf(mu, m.s, scale=1 / m.beta) * mu)
+    prior = (
+        gamma_dist.pdf(lam, m.r, scale=1 / m.alpha)
+        * lam
+        * gamma_dist.pdf(mu, m.s, scale=1 / m.beta)
+        * mu
+    )
     for x, t_x, T in [(1, 1.71, 20.0), (2, 30.43, 38.86), (25, 38.0, 38.86)]:
         alive = lam**x * np.exp(-(lam + mu) * T)
         died = lam**x * mu / (lam + mu) * (np.exp(-(lam + mu) * t_x) - np.exp(-(lam + mu) * T))

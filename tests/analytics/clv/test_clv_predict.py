@@ -90,18 +90,30 @@ def test_clv_is_the_discounted_sum_of_monthly_increments() -> None:
     value = spend.expected_order_value(x, z)
     d = 0.02
     expected = 0.3 * value * (monthly / (1 + d) ** np.arange(1, 4)[:, None]).sum(axis=0)
-    clv = customer_lifetime_value(model, spend, x, t_x, T, z, months=3, margin=0.3,
-                                  monthly_discount=d)
+    clv = customer_lifetime_value(
+        model, spend, x, t_x, T, z, months=3, margin=0.3, monthly_discount=d
+    )
     np.testing.assert_allclose(clv, expected, rtol=1e-12)
     # No discount: margin x value x expected purchases over the horizon.
-    flat = customer_lifetime_value(model, spend, x, t_x, T, z, months=3, margin=0.3,
-                                   monthly_discount=0.0)
+    flat = customer_lifetime_value(
+        model, spend, x, t_x, T, z, months=3, margin=0.3, monthly_discount=0.0
+    )
     np.testing.assert_allclose(flat, 0.3 * value * cumulative[-1], rtol=1e-12)
     assert np.all(clv < flat)
     # Days and weeks agree when the model is expressed in the matching unit.
     daily = BGNBD(0.243, 4.414 * 7, 0.793, 2.426)
-    in_days = customer_lifetime_value(daily, spend, x, np.multiply(t_x, 7), np.multiply(T, 7),
-                                      z, months=3, margin=0.3, monthly_discount=d, unit="days")
+    in_days = customer_lifetime_value(
+        daily,
+        spend,
+        x,
+        np.multiply(t_x, 7),
+        np.multiply(T, 7),
+        z,
+        months=3,
+        margin=0.3,
+        monthly_discount=d,
+        unit="days",
+    )
     np.testing.assert_allclose(in_days, clv, rtol=1e-9)
 
 
@@ -124,8 +136,9 @@ def test_cdnow_predictions_with_intervals(fit: object) -> None:
     x, t_x, T, z = d["x"], d["t_x"], d["T"], d["zbar"]
     purchases = fit(x, t_x, T)  # type: ignore[operator]
     spend = fit_gammagamma(x, z)
-    out = predict_customers(purchases, spend, x, t_x, T, z, months=12, margin=0.2,
-                            n_draws=100, seed=1)
+    out = predict_customers(
+        purchases, spend, x, t_x, T, z, months=12, margin=0.2, n_draws=100, seed=1
+    )
     assert out.p_alive.shape == out.clv.shape == (2357,)
     for low, point, high in [
         (out.expected_purchases_low, out.expected_purchases, out.expected_purchases_high),
@@ -133,11 +146,13 @@ def test_cdnow_predictions_with_intervals(fit: object) -> None:
     ]:
         assert np.all(np.isfinite(low) & np.isfinite(high))
         assert np.all(low <= point + 1e-12) and np.all(point <= high + 1e-12)
-    direct = customer_lifetime_value(purchases.model, spend.model, x, t_x, T, z, months=12,
-                                     margin=0.2)
+    direct = customer_lifetime_value(
+        purchases.model, spend.model, x, t_x, T, z, months=12, margin=0.2
+    )
     np.testing.assert_allclose(out.clv, direct, rtol=1e-12)
-    again = predict_customers(purchases, spend, x, t_x, T, z, months=12, margin=0.2,
-                              n_draws=100, seed=1)
+    again = predict_customers(
+        purchases, spend, x, t_x, T, z, months=12, margin=0.2, n_draws=100, seed=1
+    )
     np.testing.assert_array_equal(out.clv_high, again.clv_high)
     assert set(np.unique(out.churn_risk)) <= {"high", "medium", "low"}
 

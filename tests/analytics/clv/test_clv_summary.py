@@ -84,8 +84,9 @@ def test_timestamps_are_reduced_to_calendar_days() -> None:
     stamps = np.array(
         ["2024-03-01T09:00", "2024-03-01T23:59", "2024-03-03T00:01"], dtype="datetime64[m]"
     )
-    s = summarize_transactions(ids, stamps, calibration_end=np.datetime64("2024-03-03"),
-                               unit="days")
+    s = summarize_transactions(
+        ids, stamps, calibration_end=np.datetime64("2024-03-03"), unit="days"
+    )
     assert list(s.x) == [1]
     np.testing.assert_allclose(s.t_x, [2.0])
     np.testing.assert_allclose(s.T, [2.0])

@@ -172,21 +172,21 @@ class RefreshRow:
     reference: dict[str, Any]
 
 
-def latest_refresh_id(conn: Connection, store_id: int) -> int | None:
-    value = conn.execute(
-        select(func.max(segment_refreshes.c.id)).where(segment_refreshes.c.store_id == store_id)
-    ).scalar()
-    return None if value is None else int(value)
+# Hot-path statements of a live update, built once (plain SQL: no construction per call).
+_VERSIONS = text(
+    "SELECT (SELECT MAX(id) FROM segment_refreshes WHERE store_id = :s), "
+    "(SELECT COUNT(*) || ':' || MAX(updated_at) || ':' || MAX(id) FROM segments WHERE store_id = :s)"
+)
+_OPEN_FOR_CUSTOMER = text(
+    "SELECT segment_id, id FROM segment_memberships "
+    "WHERE customer_id = :c AND store_id = :s AND exited_at IS NULL"
+)
 
 
-def definitions_version(conn: Connection, store_id: int) -> str:
-    """Changes whenever a definition is created, updated or retired (cache key)."""
-    row = conn.execute(
-        select(func.count(), func.max(segments.c.updated_at), func.max(segments.c.id)).where(
-            segments.c.store_id == store_id
-        )
-    ).one()
-    return f"{row[0]}:{row[1]}:{row[2]}"
+def versions(conn: Connection, store_id: int) -> tuple[int | None, str]:
+    """(latest refresh id, definitions version): both change when a cache must be dropped."""
+    row = conn.execute(_VERSIONS, {"s": store_id}).one()
+    return (None if row[0] is None else int(row[0])), str(row[1])
 
 
 def latest_refresh(conn: Connection, store_id: int) -> RefreshRow | None:
@@ -327,14 +327,8 @@ def latest_as_of(session: BulkSession, store_id: int) -> int | None:
 
 def open_for_customer(conn: Connection, store_id: int, customer_id: int) -> dict[int, int]:
     """segment_id -> open stay id for one customer."""
-    rows = conn.execute(
-        select(segment_memberships.c.segment_id, segment_memberships.c.id).where(
-            segment_memberships.c.store_id == store_id,
-            segment_memberships.c.customer_id == customer_id,
-            segment_memberships.c.exited_at.is_(None),
-        )
-    )
-    return {int(r.segment_id): int(r.id) for r in rows}
+    rows = conn.execute(_OPEN_FOR_CUSTOMER, {"c": customer_id, "s": store_id})
+    return {int(r[0]): int(r[1]) for r in rows}
 
 
 def apply_customer(
