@@ -20,6 +20,7 @@ from boomerang.ingest.batch import conform
 from boomerang.segments.bulk import evaluate_all
 from boomerang.segments.single import SingleEvaluator
 from boomerang.services import segments as service
+from boomerang.services.clv import fit_store
 from boomerang.services.context import open_engine
 from boomerang.services.imports import apply_frames
 from boomerang.simulate import simulate_store
@@ -72,7 +73,7 @@ def _flags(db: str, at: int, reference: dict | None = None) -> tuple[dict[str, s
     members = {
         name: set(frame.filter(pl.col(name))["customer_id"].to_list()) for name in plan.order
     }
-    return members, evaluation.reference
+    return members, {"predictions_model": facts.predictions_model, **evaluation.reference}
 
 
 def test_refresh_writes_history_once_and_moves_forward(db: str) -> None:
@@ -186,6 +187,8 @@ def test_live_update_writes_what_a_refresh_would(db: str) -> None:
 def agreement_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     db = str(tmp_path_factory.mktemp("agree") / "store.db")
     _simulated(db, customers=250, seed=5)
+    # Predictions from a real fit (MBG/NBD: P(alive) < 1 for one-order customers too).
+    fit_store(db, STORE, model="mbgnbd", n_draws=0)
     service.refresh(db, STORE, as_of=END)  # installs the built-ins and their thresholds
     service.create_segments(db, STORE, _custom_file(tmp_path_factory.mktemp("defs")))
     return db
@@ -235,7 +238,9 @@ def test_single_customer_evaluation_agrees_with_the_engine(
             single = SingleEvaluator(plan, reference, store.currency, at)
             mismatches = []
             for cid in ids:
-                facts = service.customer_facts(conn, store.id, cid, plan, at)
+                facts = service.customer_facts(
+                    conn, store.id, cid, plan, at, reference.get("predictions_model")
+                )
                 assert facts is not None
                 got = {name for name, member in single.evaluate(facts).items() if member}
                 expected = {name for name, idset in members.items() if cid in idset}

@@ -101,6 +101,7 @@ class SegmentData:
     lines: pa.Table | None = None
     events: pa.Table | None = None
     predictions: pa.Table | None = None
+    predictions_model: str | None = None  # which CLV fit ``predictions`` holds
 
 
 @dataclass

@@ -226,9 +226,10 @@ def show_segment(db: str, store: str, name: str) -> SegmentInfo:
 # -- loading facts ---------------------------------------------------------------------------
 
 
-def needs_of(plan: Plan, as_of: int) -> source_repo.Needs:
+def needs_of(plan: Plan, as_of: int, predictions_model: str | None = None) -> source_repo.Needs:
     windows = plan.event_windows()
     return source_repo.Needs(
+        predictions_model=predictions_model,
         consents="consent" in plan.sources(),
         lines=plan.needs_lines(),
         predictions="predictions" in plan.sources(),
@@ -249,21 +250,29 @@ def load_segment_data(
         events = data.events_from_store(
             source_repo.read_events(engine, store.id, needs), plan.event_properties()
         )
+    model = source_repo.latest_model(engine, store.id) if needs.predictions else None
     return data.SegmentData(
+        predictions_model=model,
         currency=store.currency,
         customers=customers,
         orders=orders,
         consents=source_repo.read_consents(engine, store.id) if needs.consents else None,
         lines=source_repo.read_lines(engine, store.id) if needs.lines else None,
         events=events,
-        predictions=source_repo.read_predictions(engine, store.id) if needs.predictions else None,
+        predictions=source_repo.read_predictions(engine, store.id, model) if model else None,
     )
 
 
 def customer_facts(
-    conn: Connection, store_id: int, customer_id: int, plan: Plan, as_of: int
+    conn: Connection,
+    store_id: int,
+    customer_id: int,
+    plan: Plan,
+    as_of: int,
+    predictions_model: str | None = None,
 ) -> data.CustomerFacts | None:
-    needs = needs_of(plan, as_of)
+    """One customer's facts; predictions from ``predictions_model`` (the last refresh's)."""
+    needs = needs_of(plan, as_of, predictions_model)
     rows = source_repo.customer_rows(conn, store_id, customer_id, needs)
     if rows is None:
         return None
@@ -341,6 +350,8 @@ def refresh(
             evaluation = evaluate_all(analytics, facts, plan, at)
         finally:
             analytics.close()
+        # Live updates read the same fit's predictions as this refresh did.
+        evaluation.reference["predictions_model"] = facts.predictions_model
         seconds["evaluate"] = time.perf_counter() - t0
         members = _members_long(evaluation.flags, ids)
         progress("writing changes")
@@ -440,7 +451,9 @@ def reevaluate_in(
             "RFM segments need a full refresh first (it computes the score thresholds)",
             hint="run `boomerang segments refresh`",
         )
-    facts = customer_facts(conn, store.id, customer_id, plan, at)
+    facts = customer_facts(
+        conn, store.id, customer_id, plan, at, reference.get("predictions_model")
+    )
     if facts is None:
         raise NotFoundError(f"no customer with id {customer_id}", hint="check the customer id")
     flags = SingleEvaluator(plan, reference, store.currency, at).evaluate(facts)
@@ -517,7 +530,7 @@ def why(db: str, store: str, customer: str, segment: str, *, as_of: int | None =
                     "RFM conditions need a full refresh first",
                     hint="run `boomerang segments refresh`",
                 )
-            facts = customer_facts(conn, row.id, cid, plan, at)
+            facts = customer_facts(conn, row.id, cid, plan, at, reference.get("predictions_model"))
             assert facts is not None
             evaluator = SingleEvaluator(plan, reference, row.currency, at)
             explanation = evaluator.explain(facts, segment)

@@ -28,6 +28,7 @@ class Needs:
     # event type (None = every type) -> earliest occurred_at needed (None = all history)
     events: dict[str | None, int | None] = field(default_factory=dict)
     event_properties: bool = False
+    predictions_model: str | None = None  # which fit's rows (the last refresh's)
 
 
 def _quote(value: str) -> str:
@@ -133,12 +134,14 @@ PREDICTION_SQL = (
 )
 
 
-def read_predictions(engine: Engine, store_id: int) -> pa.Table | None:
-    """The store's latest fit (by fitted_at), or None when nothing was fitted."""
+def latest_model(engine: Engine, store_id: int) -> str | None:
+    """The model of the store's latest CLV fit (by fitted_at), None when nothing was fitted."""
     model = read_arrow(engine, latest_model_sql(store_id))
-    if model.num_rows == 0:
-        return None
-    name = str(model["model"][0].as_py())
+    return str(model["model"][0].as_py()) if model.num_rows else None
+
+
+def read_predictions(engine: Engine, store_id: int, name: str) -> pa.Table:
+    """One model's predictions for every customer of the store."""
     table = read_arrow(
         engine,
         f"{PREDICTION_SQL} WHERE store_id = {int(store_id)} AND model = {_quote(name)}",
@@ -188,8 +191,35 @@ def read_identities(engine: Engine, store_id: int) -> pa.Table:
 # -- one customer (inside the caller's transaction) ------------------------------------------
 
 
-def _rows(conn: Connection, sql: str, **params: Any) -> list[dict[str, Any]]:
-    return [dict(row) for row in conn.execute(text(sql), params).mappings()]
+def _rows(conn: Connection, sql: Any, **params: Any) -> list[dict[str, Any]]:
+    statement = text(sql) if isinstance(sql, str) else sql
+    return [dict(row) for row in conn.execute(statement, params).mappings()]
+
+
+_ORDER_KEYS = (
+    "id",
+    "customer_id",
+    "placed_at",
+    "currency",
+    "total_minor",
+    "refunded_minor",
+    "status",
+)
+_LINE_KEYS = ("order_id", "sku", "category", "quantity", "unit_price_minor", "discount_minor")
+_ORDERS = text(
+    "SELECT id, customer_id, placed_at, currency, total_minor, refunded_minor, status "
+    "FROM orders WHERE store_id = :s AND customer_id = :c"
+)
+_ORDERS_WITH_LINES = text(
+    "SELECT o.id, o.customer_id, o.placed_at, o.currency, o.total_minor, o.refunded_minor, "
+    "o.status, l.line_no, l.order_id, l.sku, l.category, l.quantity, l.unit_price_minor, "
+    "l.discount_minor FROM orders o LEFT JOIN order_lines l ON l.order_id = o.id "
+    "WHERE o.store_id = :s AND o.customer_id = :c ORDER BY o.id, l.line_no"
+)
+_PREDICTION_OF_MODEL = text(
+    "SELECT customer_id, p_alive, clv_minor, expected_purchases, next_order_at, risk_band "
+    "FROM customer_predictions WHERE store_id = :s AND customer_id = :c AND model = :m"
+)
 
 
 def customer_rows(
@@ -207,23 +237,18 @@ def customer_rows(
         return None
     customer = {k: (None if (k in CUSTOMER_TEXTS and v == "") else v) for k, v in found[0].items()}
     out: dict[str, Any] = {"customer": customer}
-    out["orders"] = _rows(
-        conn,
-        "SELECT id, customer_id, placed_at, currency, total_minor, refunded_minor, status "
-        "FROM orders WHERE store_id = :s AND customer_id = :c",
-        s=store_id,
-        c=customer_id,
-    )
-    out["lines"] = []
-    if needs.lines and out["orders"]:
-        out["lines"] = _rows(
-            conn,
-            "SELECT l.order_id, l.sku, l.category, l.quantity, l.unit_price_minor, "
-            "l.discount_minor FROM orders o JOIN order_lines l ON l.order_id = o.id "
-            "WHERE o.store_id = :s AND o.customer_id = :c",
-            s=store_id,
-            c=customer_id,
-        )
+    if needs.lines:
+        joined = _rows(conn, _ORDERS_WITH_LINES, s=store_id, c=customer_id)
+        orders: dict[int, dict[str, Any]] = {}
+        out["lines"] = []
+        for r in joined:
+            orders.setdefault(r["id"], {k: r[k] for k in _ORDER_KEYS})
+            if r["line_no"] is not None:
+                out["lines"].append({k: r[k] for k in _LINE_KEYS})
+        out["orders"] = list(orders.values())
+    else:
+        out["orders"] = _rows(conn, _ORDERS, s=store_id, c=customer_id)
+        out["lines"] = []
     out["consents"] = (
         _rows(
             conn,
@@ -246,16 +271,9 @@ def customer_rows(
             c=customer_id,
         )
     out["prediction"] = None
-    if needs.predictions:
-        model = conn.execute(text(latest_model_sql(store_id))).scalar()
-        if model is not None:
-            found = _rows(
-                conn,
-                PREDICTION_SQL.replace("COALESCE(next_order_at, -1)", "next_order_at")
-                + " WHERE store_id = :s AND model = :m AND customer_id = :c",
-                s=store_id,
-                m=model,
-                c=customer_id,
-            )
-            out["prediction"] = found[0] if found else None
+    if needs.predictions and needs.predictions_model:
+        found = _rows(
+            conn, _PREDICTION_OF_MODEL, s=store_id, c=customer_id, m=needs.predictions_model
+        )
+        out["prediction"] = found[0] if found else None
     return out
