@@ -28,6 +28,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/import_bench.py
 	$(BIN)/python bench/analytics_bench.py
 	$(BIN)/python bench/clv_bench.py --customers 100000
+	$(BIN)/python bench/segments_bench.py
+	$(BIN)/python bench/segments_live_bench.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

@@ -110,7 +110,15 @@ class _Builder:
             }
             if missing:  # no event carries that property: every filter on it is false
                 e = e.mutate(**missing)
-            self._events = e.filter(e.customer_id.notnull(), e.occurred_at < self.as_of)
+            e = e.filter(e.customer_id.notnull(), e.occurred_at < self.as_of)
+            # Only the types and look-back the rules read (the store's loader does the same).
+            windows = self.plan.event_windows()
+            if windows and None not in windows:
+                wanted: ir.BooleanValue = ibis.literal(False)
+                for etype, window in sorted(windows.items(), key=lambda kv: str(kv[0])):
+                    wanted = wanted | ((e.type == etype) & self.since(e.occurred_at, window))
+                e = e.filter(wanted)
+            self._events = e
         return self._events
 
     def since(self, column: ir.Value, window_us: int | None) -> ir.BooleanValue:
@@ -138,10 +146,11 @@ class _Builder:
     def consent_features(self, keys: list[FeatureKey]) -> ir.Table:
         c = self.table(self.data.consents, d.CONSENT_COLUMNS, "seg_consents")
         c = c.filter(c.occurred_at < self.as_of)
-        w = ibis.window(
-            group_by=["customer_id", "channel"], order_by=[c.occurred_at.desc(), c.id.desc()]
+        # The latest record per channel (ties on time: the higher id), as an ordered
+        # aggregate: cheaper than a window over every record.
+        latest = c.group_by(["customer_id", "channel"]).aggregate(
+            status=c.status.first(order_by=[c.occurred_at.desc(), c.id.desc()])
         )
-        latest = c.mutate(rn=ibis.row_number().over(w)).filter(lambda t: t.rn == 0)
         granted = latest.status == "granted"
         aggs: dict[str, ir.Value] = {}
         for key in keys:
@@ -262,19 +271,20 @@ class _Builder:
         counts = (
             views.union(bought).group_by(["customer_id", "category"]).aggregate(n=ibis._.count())
         )
-        w = ibis.window(group_by="customer_id", order_by=[counts.n.desc(), counts.category.asc()])
-        ranked = counts.mutate(rn=ibis.row_number().over(w))
         aggs: dict[str, ir.Value] = {}
-        total = ranked.n.sum()
+        total = counts.n.sum()
         for key in keys:
             name = self.plan.column(key)
             if key.field == "affinity.top_category":
-                aggs[name] = ranked.category.max(where=ranked.rn == 0)
+                # Most activity; ties: the first category name (an ordered aggregate).
+                aggs[name] = counts.category.first(
+                    order_by=[counts.n.desc(), counts.category.asc()]
+                )
             else:
                 aggs[name] = (
-                    ranked.n.sum(where=ranked.category == key.category).fill_null(0) / total
+                    counts.n.sum(where=counts.category == key.category).fill_null(0) / total
                 )
-        return ranked.group_by("customer_id").aggregate(**aggs)
+        return counts.group_by("customer_id").aggregate(**aggs)
 
     # -- the features table -------------------------------------------------------------------
 
