@@ -16,7 +16,7 @@ from boomerang.store.bulk import read_arrow
 ANALYTICS_EVENT_TYPES = ("visit", "added_to_cart", "checkout_started", "order_placed")
 
 
-def _restore_nulls(
+def restore_nulls(
     table: pa.Table, ints: tuple[str, ...] = (), texts: tuple[str, ...] = ()
 ) -> pa.Table:
     for name in ints:
@@ -53,7 +53,7 @@ def read_orders(engine: Engine, store_id: int) -> pa.Table:
             "status": pa.string(), "channel": pa.string(),
         },
     )  # fmt: skip
-    return _restore_nulls(table, ints=("customer_id",))
+    return restore_nulls(table, ints=("customer_id",))
 
 
 def read_order_lines(engine: Engine, store_id: int) -> pa.Table:
@@ -72,7 +72,7 @@ def read_order_lines(engine: Engine, store_id: int) -> pa.Table:
             "discount_minor": pa.int64(),
         },
     )  # fmt: skip
-    return _restore_nulls(table, texts=("sku", "category"))
+    return restore_nulls(table, texts=("sku", "category"))
 
 
 def read_customers(engine: Engine, store_id: int) -> pa.Table:
@@ -91,7 +91,7 @@ def read_customers(engine: Engine, store_id: int) -> pa.Table:
             "country": pa.string(),
         },
     )
-    return _restore_nulls(table, ints=("created_at",), texts=("country",))
+    return restore_nulls(table, ints=("created_at",), texts=("country",))
 
 
 def read_events(
@@ -114,4 +114,4 @@ def read_events(
             "occurred_at": pa.int64(),
         },
     )
-    return _restore_nulls(table, ints=("customer_id",), texts=("anonymous_id",))
+    return restore_nulls(table, ints=("customer_id",), texts=("anonymous_id",))

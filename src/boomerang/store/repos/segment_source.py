@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine, text
 
 from boomerang.store.bulk import read_arrow
+from boomerang.store.repos.analytics_source import restore_nulls
 
 
 @dataclass(frozen=True)
@@ -35,20 +35,6 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _nulls(table: pa.Table, ints: tuple[str, ...] = (), texts: tuple[str, ...] = ()) -> pa.Table:
-    for name in ints:
-        col = table[name].cast(pa.int64())
-        table = table.set_column(
-            table.schema.get_field_index(name), name, pc.if_else(pc.equal(col, -1), None, col)
-        )
-    for name in texts:
-        col = table[name].cast(pa.string())
-        table = table.set_column(
-            table.schema.get_field_index(name), name, pc.if_else(pc.equal(col, ""), None, col)
-        )
-    return table
-
-
 CUSTOMER_SQL = (
     "SELECT id, COALESCE(created_at, -1) AS created_at, account_status, "
     "COALESCE(country, '') AS country, COALESCE(region, '') AS region, "
@@ -63,7 +49,7 @@ CUSTOMER_TEXTS = ("country", "region", "city", "zip", "timezone", "tags")
 
 def read_customers(engine: Engine, store_id: int) -> pa.Table:
     table = read_arrow(engine, f"{CUSTOMER_SQL} WHERE store_id = {int(store_id)}")
-    return _nulls(table, ints=("created_at",), texts=CUSTOMER_TEXTS)
+    return restore_nulls(table, ints=("created_at",), texts=CUSTOMER_TEXTS)
 
 
 def read_consents(engine: Engine, store_id: int) -> pa.Table:
@@ -82,7 +68,7 @@ ORDER_SQL = (
 
 def read_orders(engine: Engine, store_id: int) -> pa.Table:
     table = read_arrow(engine, f"{ORDER_SQL} WHERE store_id = {int(store_id)}")
-    return _nulls(table, ints=("customer_id",))
+    return restore_nulls(table, ints=("customer_id",))
 
 
 LINE_SQL = (
@@ -93,7 +79,7 @@ LINE_SQL = (
 
 def read_lines(engine: Engine, store_id: int) -> pa.Table:
     table = read_arrow(engine, f"{LINE_SQL} WHERE l.store_id = {int(store_id)}")
-    return _nulls(table, texts=("sku", "category"))
+    return restore_nulls(table, texts=("sku", "category"))
 
 
 def _event_filter(needs: Needs) -> str:
@@ -118,7 +104,7 @@ def read_events(engine: Engine, store_id: int, needs: Needs) -> pa.Table:
         f"SELECT customer_id, type, occurred_at{props} FROM events "
         f"WHERE store_id = {int(store_id)} AND customer_id IS NOT NULL{_event_filter(needs)}",
     )
-    return _nulls(table, texts=("properties",)) if needs.event_properties else table
+    return restore_nulls(table, texts=("properties",)) if needs.event_properties else table
 
 
 def latest_model_sql(store_id: int) -> str:
@@ -146,7 +132,7 @@ def read_predictions(engine: Engine, store_id: int, name: str) -> pa.Table:
         engine,
         f"{PREDICTION_SQL} WHERE store_id = {int(store_id)} AND model = {_quote(name)}",
     )
-    return _nulls(table, ints=("next_order_at",))
+    return restore_nulls(table, ints=("next_order_at",))
 
 
 def read_categories(engine: Engine, store_id: int, limit: int) -> list[str]:
@@ -183,7 +169,7 @@ def read_identities(engine: Engine, store_id: int) -> pa.Table:
         "COALESCE(first_name, '') AS first_name, COALESCE(last_name, '') AS last_name "
         f"FROM customers WHERE store_id = {int(store_id)}",
     )
-    return _nulls(table, texts=("email", "first_name", "last_name")).set_column(
+    return restore_nulls(table, texts=("email", "first_name", "last_name")).set_column(
         0, "customer_id", table["customer_id"].cast(pa.int64())
     )
 
