@@ -9,6 +9,7 @@ a message saying what went wrong and where, and a ``hint`` saying what to do.
     ├── InputError            "input"       a file or request that cannot be read at all
     ├── ImportRejectedError   "rejected"    rows were rejected beyond --allow-rejects; nothing applied
     ├── ConflictError         "conflict"    idempotency key reused with another body, lost race
+    │   └── InsufficientError "insufficient" not enough points/uses left (nothing was changed)
     └── SchemaError           "schema"      database not migrated / newer than this code
 """
 
@@ -48,6 +49,12 @@ class ImportRejectedError(BoomerangError):
 
 class ConflictError(BoomerangError):
     code = "conflict"
+
+
+class InsufficientError(ConflictError):
+    """A balance or a coupon does not cover the request; nothing was changed."""
+
+    code = "insufficient"
 
 
 class SchemaError(BoomerangError):

@@ -14,6 +14,7 @@ from boomerang.cli import (
     db,
     demo,
     imports,
+    loyalty,
     metrics,
     report,
     segments,
@@ -41,6 +42,8 @@ app.command("cohorts")(cohorts.cohorts_command)
 app.command("report")(report.report_command)
 app.add_typer(clv.app, name="clv")
 app.add_typer(segments.app, name="segments")
+app.add_typer(loyalty.app, name="loyalty")
+app.add_typer(loyalty.coupons_app, name="coupons")
 
 
 def main() -> None:

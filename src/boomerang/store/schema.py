@@ -258,3 +258,130 @@ segment_refreshes = Table(
     Column("reference", Text, nullable=False),
     Index("ix_segment_refreshes_store", "store_id", "id"),
 )
+
+# -- loyalty (docs/loyalty.md) ---------------------------------------------------------------
+
+# One program per store: earn rules, rewards, tiers, expiry, as validated JSON.
+loyalty_programs = Table(
+    "loyalty_programs",
+    metadata,
+    Column("store_id", Id, ForeignKey("stores.id"), primary_key=True),
+    Column("config", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Ledger accounts: a customer's points / pending points / store credit, and the program's
+# counter-accounts (issued, redeemed, expired, clawed_back, adjusted). ``balance`` is the
+# sum of the account's entries, kept in the same transaction as the entries.
+loyalty_accounts = Table(
+    "loyalty_accounts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("customer_id", Id, ForeignKey("customers.id")),  # null: a program account
+    Column("kind", String(16), nullable=False),
+    Column("unit", String(8), nullable=False),  # PTS, or the store-credit currency
+    Column("account_key", String(80), nullable=False),
+    Column("balance", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("store_id", "account_key"),
+    Index("ix_loyalty_accounts_customer", "store_id", "customer_id"),
+)
+
+# One row per ledger transaction: the idempotency key, a hash of the request it was made
+# for, the stored result, and who did it and why (the audit trail).
+loyalty_transactions = Table(
+    "loyalty_transactions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id")),
+    Column("order_ref", String(100)),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("result", Text, nullable=False),
+    UniqueConstraint("store_id", "idempotency_key"),
+    Index("ix_loyalty_transactions_customer", "store_id", "customer_id", "id"),
+    Index("ix_loyalty_transactions_order", "store_id", "order_ref"),
+)
+
+# Points are earned in lots; spending consumes lots (soonest-expiring, then oldest first).
+loyalty_lots = Table(
+    "loyalty_lots",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("account_id", Id, ForeignKey("loyalty_accounts.id"), nullable=False),
+    Column("transaction_id", Id, ForeignKey("loyalty_transactions.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_loyalty_lots_account", "account_id", "remaining"),
+)
+
+# Append-only entries; the entries of one transaction sum to zero.
+loyalty_entries = Table(
+    "loyalty_entries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("transaction_id", Id, ForeignKey("loyalty_transactions.id"), nullable=False),
+    Column("account_id", Id, ForeignKey("loyalty_accounts.id"), nullable=False),
+    Column("lot_id", Id, ForeignKey("loyalty_lots.id")),
+    Column("amount", BigInteger, nullable=False),
+    Index("ix_loyalty_entries_account", "account_id", "id"),
+    Index("ix_loyalty_entries_transaction", "transaction_id"),
+)
+
+# Events campaigns consume (points earned, reward redeemed, tier changed, points expiring).
+loyalty_events = Table(
+    "loyalty_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("customer_id", Id, ForeignKey("customers.id")),
+    Column("type", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("dedupe_key", String(200), nullable=False),
+    Column("occurred_at", BigInteger, nullable=False),
+    UniqueConstraint("store_id", "dedupe_key"),
+)
+
+# Coupons: codes with >= 60 bits of entropy; uses counted under a row lock.
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("code", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("value", BigInteger, nullable=False),  # minor units, or basis points for percent
+    Column("currency", String(3)),
+    Column("customer_id", Id, ForeignKey("customers.id")),
+    Column("max_uses", BigInteger, nullable=False),
+    Column("uses", BigInteger, nullable=False),
+    Column("per_customer", BigInteger),
+    Column("expires_at", BigInteger),
+    Column("source", String(100), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("store_id", "code"),
+)
+
+coupon_redemptions = Table(
+    "coupon_redemptions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("coupon_id", Id, ForeignKey("coupons.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id")),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("order_ref", String(100)),
+    Column("occurred_at", BigInteger, nullable=False),
+    UniqueConstraint("coupon_id", "idempotency_key"),
+)

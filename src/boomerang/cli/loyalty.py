@@ -1,0 +1,227 @@
+"""`boomerang loyalty ...` and `boomerang coupons ...`: the points ledger and coupon codes."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from boomerang.cli.common import DbOption, StoreOption, console, resolve
+from boomerang.cli.segments import moment
+from boomerang.services import loyalty as service
+from boomerang.services.context import open_engine
+
+app = typer.Typer(
+    help="Loyalty points: balances, earn, redeem, adjust, expiry.", no_args_is_help=True
+)
+coupons_app = typer.Typer(help="Coupon codes: issue, validate, consume.", no_args_is_help=True)
+
+CustomerArg = Annotated[str, typer.Argument(help="Customer: external id, email or numeric id.")]
+KeyOption = Annotated[
+    str,
+    typer.Option("--key", help="Idempotency key: retrying with the same key never applies twice."),
+]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the audit trail).")]
+ActorOption = Annotated[str, typer.Option("--actor", help="Who (kept in the audit trail).")]
+AtOption = Annotated[
+    str | None, typer.Option("--at", help="Act as of this time (YYYY-MM-DD or ISO); default now.")
+]
+
+
+def _print(result: object) -> None:
+    console.print_json(json.dumps(result, default=lambda o: o.__dict__))
+
+
+@app.command("balance")
+def balance_command(customer: CustomerArg, db: DbOption = None, store: StoreOption = None) -> None:
+    """A customer's points balance and the lots it is made of (with their expiry)."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        cid = service.resolve_customer(engine, store_name, customer)
+        _print(service.balance(engine, store_name, cid))
+    finally:
+        engine.dispose()
+
+
+@app.command("earn")
+def earn_command(
+    customer: CustomerArg,
+    points: Annotated[int, typer.Argument(help="Points to give (positive).")],
+    key: KeyOption,
+    reason: ReasonOption = "earn",
+    actor: ActorOption = "cli",
+    expires: Annotated[
+        str | None, typer.Option("--expires", help="When these points expire (YYYY-MM-DD).")
+    ] = None,
+    at: AtOption = None,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Give a customer points (a new lot)."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        cid = service.resolve_customer(engine, store_name, customer)
+        _print(
+            service.earn(
+                engine, store_name, cid, points, key=key, reason=reason, actor=actor,
+                expires_at=moment(expires, "--expires"), now=moment(at, "--at"),
+            )
+        )  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+@app.command("redeem")
+def redeem_command(
+    customer: CustomerArg,
+    points: Annotated[int, typer.Argument(help="Points to spend (positive).")],
+    key: KeyOption,
+    reason: ReasonOption = "redeem",
+    actor: ActorOption = "cli",
+    at: AtOption = None,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Spend a customer's points (soonest-expiring first); never below zero."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        cid = service.resolve_customer(engine, store_name, customer)
+        _print(
+            service.redeem(
+                engine, store_name, cid, points, key=key, reason=reason, actor=actor,
+                now=moment(at, "--at"),
+            )
+        )  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+@app.command("adjust")
+def adjust_command(
+    customer: CustomerArg,
+    points: Annotated[int, typer.Argument(help="Points to add (or remove, negative).")],
+    key: KeyOption,
+    reason: ReasonOption,
+    actor: ActorOption = "cli",
+    allow_negative: Annotated[
+        bool, typer.Option("--allow-negative", help="Let the balance go below zero.")
+    ] = False,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Correct a balance by hand (the reason and actor are audited)."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        cid = service.resolve_customer(engine, store_name, customer)
+        _print(
+            service.adjust(
+                engine, store_name, cid, points, key=key, reason=reason, actor=actor,
+                allow_negative=allow_negative,
+            )
+        )  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+@app.command("expire")
+def expire_command(
+    at: AtOption = None,
+    warn_days: Annotated[
+        int, typer.Option("--warn-days", help="Also write points-expiring events this far ahead.")
+    ] = 0,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Expire lots past their date (idempotent; safe to run as concurrent copies)."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        now = moment(at, "--at")
+        result = service.expire(engine, store_name, now=now)
+        warned = (
+            service.warn_expiring(engine, store_name, days=warn_days, now=now) if warn_days else 0
+        )
+    finally:
+        engine.dispose()
+    console.print(
+        f"expired {result.points:,} points in {result.lots:,} lots "
+        f"({result.replayed:,} already done); {warned:,} expiring-soon events"
+    )
+
+
+@coupons_app.command("issue")
+def issue_command(
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help="amount_off, percent_off, free_shipping, free_product or store_credit."
+        ),
+    ],
+    value: Annotated[
+        int, typer.Argument(help="Minor units (amounts) or basis points (percent: 1000 = 10%).")
+    ],
+    max_uses: Annotated[int, typer.Option("--max-uses", help="How many times it can be used.")] = 1,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="Only this customer may use it.")
+    ] = None,
+    expires: Annotated[str | None, typer.Option("--expires", help="Expiry (YYYY-MM-DD).")] = None,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Issue a coupon code (12 random Crockford base32 characters: 60 bits)."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        cid = service.resolve_customer(engine, store_name, customer) if customer else None
+        coupon = service.issue_coupon(
+            engine, store_name, kind=kind, value=value, max_uses=max_uses, customer_id=cid,
+            expires_at=moment(expires, "--expires"),
+        )  # fmt: skip
+    finally:
+        engine.dispose()
+    console.print(service.format_code(coupon.code))
+
+
+@coupons_app.command("validate")
+def validate_command(
+    code: Annotated[str, typer.Argument(help="The code (case and dashes do not matter).")],
+    customer: Annotated[str | None, typer.Option("--customer", help="Who wants to use it.")] = None,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Check a code can be used now (nothing is consumed)."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        cid = service.resolve_customer(engine, store_name, customer) if customer else None
+        _print(service.validate_coupon(engine, store_name, code, customer_id=cid))
+    finally:
+        engine.dispose()
+
+
+@coupons_app.command("consume")
+def consume_command(
+    code: Annotated[str, typer.Argument(help="The code.")],
+    key: KeyOption,
+    customer: Annotated[str | None, typer.Option("--customer", help="Who uses it.")] = None,
+    order: Annotated[str | None, typer.Option("--order", help="The order it is used on.")] = None,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Use a code once (per key); limits hold under any number of concurrent checkouts."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        cid = service.resolve_customer(engine, store_name, customer) if customer else None
+        _print(
+            service.consume_coupon(
+                engine, store_name, code, key=key, customer_id=cid, order_ref=order
+            )
+        )
+    finally:
+        engine.dispose()

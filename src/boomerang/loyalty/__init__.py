@@ -1,0 +1,1 @@
+"""Loyalty: the points ledger, earn rules, rewards and coupons, tiers, expiry (docs/loyalty.md)."""
