@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -223,5 +224,103 @@ def consume_command(
                 engine, store_name, code, key=key, customer_id=cid, order_ref=order
             )
         )
+    finally:
+        engine.dispose()
+
+
+program_app = typer.Typer(
+    help="The loyalty program: earn rules, rewards, tiers, expiry.", no_args_is_help=True
+)
+app.add_typer(program_app, name="program")
+
+
+@program_app.command("show")
+def program_show(db: DbOption = None, store: StoreOption = None) -> None:
+    """The stored program (defaults filled in) and the program accounts' totals."""
+    db_url, store_name = resolve(db, store)
+    _print(service.show_program(db_url, store_name))
+
+
+@program_app.command("set")
+def program_set(
+    file: Annotated[Path, typer.Argument(help="YAML or JSON program (docs/loyalty.md).")],
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Validate a program file and store it (nothing changes when it is invalid)."""
+    db_url, store_name = resolve(db, store)
+    _, version = service.set_program(db_url, store_name, file)
+    console.print(f"program stored (version {version})")
+
+
+@app.command("award")
+def award_command(
+    order: Annotated[str, typer.Argument(help="Order id as imported (e.g. #1001).")],
+    at: AtOption = None,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Points for an order as it stands (refunds claw back pro-rata, cancellation all)."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        result = service.award_order(engine, store_name, order, now=moment(at, "--at"))
+    finally:
+        engine.dispose()
+    _print(result if result is not None else {"note": "guest order: no account to credit"})
+
+
+@app.command("action")
+def action_command(
+    customer: CustomerArg,
+    action: Annotated[
+        str, typer.Argument(help="account_created, review_written, social_share, ...")
+    ],
+    key: KeyOption,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Points for an action the program rewards (once per key)."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        cid = service.resolve_customer(engine, store_name, customer)
+        result = service.earn_action(engine, store_name, cid, action, key=key)
+    finally:
+        engine.dispose()
+    _print(result if result is not None else {"note": f"{action} is worth 0 points"})
+
+
+@app.command("reward")
+def reward_command(
+    customer: CustomerArg,
+    reward: Annotated[str, typer.Argument(help="Reward id from the program's catalogue.")],
+    key: KeyOption,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Redeem a catalogue reward: spend its points and get its coupon code."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        cid = service.resolve_customer(engine, store_name, customer)
+        _print(service.redeem_reward(engine, store_name, cid, reward, key=key))
+    finally:
+        engine.dispose()
+
+
+@app.command("tier")
+def tier_command(
+    customer: CustomerArg,
+    at: AtOption = None,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Re-evaluate a customer's tier (up at once, down only at the review date)."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        cid = service.resolve_customer(engine, store_name, customer)
+        _print(service.evaluate_tier(engine, store_name, cid, now=moment(at, "--at")))
     finally:
         engine.dispose()

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import yaml
 from sqlalchemy import Connection, Engine
 
-from boomerang.domain.clock import MICROS_PER_DAY, now_micros
+from boomerang.domain.clock import MICROS_PER_DAY, from_micros, now_micros, to_micros
+from boomerang.domain.money import currency_exponent
 from boomerang.errors import ConflictError, InputError, InsufficientError, NotFoundError
 from boomerang.loyalty.ledger import (
     POINTS,
@@ -25,6 +29,15 @@ from boomerang.loyalty.ledger import (
     program_key,
     request_hash,
 )
+from boomerang.loyalty.program import (
+    Program,
+    action_points,
+    lot_expiry,
+    order_points,
+    parse_program,
+    tier_for,
+)
+from boomerang.services.context import open_engine
 from boomerang.store.repos import loyalty as repo
 from boomerang.store.repos import stores as stores_repo
 
@@ -240,24 +253,47 @@ def redeem(
     at = now_micros() if now is None else now
     with engine.begin() as conn:
         row = _store(conn, store)
-        claim = _claim(
-            conn, row.id, key=key, kind="redeem", customer_id=customer_id, order_ref=order_ref,
-            reason=reason, actor=actor, now=at,
-            payload={"customer": customer_id, "points": points, "order": order_ref},
+        return _redeem_in(
+            conn, row.id, customer_id, points, key=key, reason=reason, actor=actor,
+            order_ref=order_ref, at=at, payload={},
         )  # fmt: skip
-        if claim.id is None:
-            assert claim.stored_result is not None
-            return _replay(claim.stored_result)
-        customer, redeemed = _points_accounts(conn, row.id, customer_id, AccountKind.REDEEMED, at)
-        if customer.balance < points:
-            raise InsufficientError(
-                f"customer {customer_id} has {customer.balance} points, {points} requested",
-                hint="redeem at most the balance (`boomerang loyalty balance`)",
-            )
-        _, balance = _debit(conn, row.id, claim.id, customer, redeemed, points)
-        result = _result(claim.id, customer_id, -points, balance)
-        repo.finish(conn, claim.id, result)
-    return LedgerResult(claim.id, customer_id, -points, balance)
+
+
+def _redeem_in(
+    conn: Connection,
+    store_id: int,
+    customer_id: int,
+    points: int,
+    *,
+    key: str,
+    reason: str,
+    actor: str,
+    order_ref: str | None,
+    at: int,
+    payload: dict[str, Any],
+    extra: Any = None,
+) -> LedgerResult:
+    """Redeem inside the caller's transaction; ``extra(tx_id)`` adds to the stored result
+    (e.g. the coupon a reward issues), so a replay returns the same thing."""
+    claim = _claim(
+        conn, store_id, key=key, kind="redeem", customer_id=customer_id, order_ref=order_ref,
+        reason=reason, actor=actor, now=at,
+        payload={"customer": customer_id, "points": points, "order": order_ref, **payload},
+    )  # fmt: skip
+    if claim.id is None:
+        assert claim.stored_result is not None
+        return _replay(claim.stored_result)
+    customer, redeemed = _points_accounts(conn, store_id, customer_id, AccountKind.REDEEMED, at)
+    if customer.balance < points:
+        raise InsufficientError(
+            f"customer {customer_id} has {customer.balance} points, {points} requested",
+            hint="redeem at most the balance (`boomerang loyalty balance`)",
+        )
+    _, balance = _debit(conn, store_id, claim.id, customer, redeemed, points)
+    detail: dict[str, Any] = extra(claim.id) if extra is not None else {}
+    result = _result(claim.id, customer_id, -points, balance, **detail)
+    repo.finish(conn, claim.id, result)
+    return LedgerResult(claim.id, customer_id, -points, balance, detail=detail)
 
 
 def adjust(
@@ -615,3 +651,213 @@ def resolve_customer(engine: Engine, store: str, ref: str) -> int:
             hint="use the external id or email shown by an import, or the numeric id",
         )
     return int(found["id"])
+
+
+# -- the program: rules, rewards, tiers ------------------------------------------------------
+
+
+def set_program(db: str, store: str, path: Path) -> tuple[Program, int]:
+    """Validate a program file and store it (a new version when it changed)."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file", hint="check the path") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML/JSON ({exc})", hint="fix the syntax") from None
+    program = parse_program(raw, origin=path.name)
+    engine = open_engine(db)
+    try:
+        with engine.begin() as conn:
+            row = _store(conn, store)
+            version = repo.set_program(conn, row.id, program.model_dump(mode="json"), now_micros())
+    finally:
+        engine.dispose()
+    return program, version
+
+
+def load_program(conn: Connection, store_id: int) -> Program:
+    found = repo.get_program(conn, store_id)
+    return parse_program(found[0] if found else {}, origin="stored program")
+
+
+def show_program(db: str, store: str) -> dict[str, Any]:
+    engine = open_engine(db)
+    try:
+        with engine.connect() as conn:
+            row = _store(conn, store)
+            found = repo.get_program(conn, row.id)
+            balances = repo.program_balances(conn, row.id)
+    finally:
+        engine.dispose()
+    program = parse_program(found[0] if found else {}, origin="stored program")
+    return {
+        "version": found[1] if found else 0,
+        "program": program.model_dump(mode="json"),
+        "program_accounts": balances,
+        "outstanding_points": -sum(balances.values()),
+    }
+
+
+def award_order(
+    engine: Engine, store: str, order_ref: str, *, now: int | None = None
+) -> LedgerResult | None:
+    """Points for an order as it stands now (placed, refunded, cancelled, re-completed):
+    computed by the program's earn rules and applied with `sync_order`."""
+    at = now_micros() if now is None else now
+    with engine.connect() as conn:
+        row = _store(conn, store)
+        order = repo.order_row(conn, row.id, order_ref)
+        if order is None:
+            raise NotFoundError(f"no order {order_ref!r}", hint="import the order first")
+        if order["customer_id"] is None:
+            return None  # a guest order earns nothing: there is no account to credit
+        cid = int(order["customer_id"])
+        program = load_program(conn, row.id)
+        first = repo.orders_before(conn, row.id, cid, int(order["placed_at"])) == 0
+        tier = (repo.member(conn, row.id, cid) or {}).get("tier")
+    award = order_points(
+        program, order, exponent=currency_exponent(row.currency), tier=tier, first_order=first
+    )
+    return sync_order(
+        engine, store, cid, order_ref, award,
+        expires_at=lot_expiry(program, at),
+        allow_negative=program.negative_balance == "allow", now=at,
+    )  # fmt: skip
+
+
+def earn_action(
+    engine: Engine, store: str, customer_id: int, action: str, *, key: str, now: int | None = None
+) -> LedgerResult | None:
+    """Points for an action (account created, review written, ...); None when worth 0."""
+    at = now_micros() if now is None else now
+    with engine.connect() as conn:
+        program = load_program(conn, _store(conn, store).id)
+    points = action_points(program, action)
+    if points == 0:
+        return None
+    return earn(
+        engine, store, customer_id, points, key=key, reason=action,
+        expires_at=lot_expiry(program, at), now=at,
+    )  # fmt: skip
+
+
+def redeem_reward(
+    engine: Engine,
+    store: str,
+    customer_id: int,
+    reward_id: str,
+    *,
+    key: str,
+    actor: str = "system",
+    now: int | None = None,
+) -> LedgerResult:
+    """Spend a reward's points and issue its coupon, in one transaction (a replay returns
+    the same coupon)."""
+    at = now_micros() if now is None else now
+    with engine.begin() as conn:
+        row = _store(conn, store)
+        program = load_program(conn, row.id)
+        reward = program.reward(reward_id)
+        tier = (repo.member(conn, row.id, customer_id) or {}).get("tier")
+        if reward.tiers and tier not in reward.tiers:
+            raise InsufficientError(
+                f"reward {reward.id!r} is for tiers {', '.join(reward.tiers)}; the customer is "
+                f"{tier or 'in no tier'}",
+                hint="choose a reward open to the customer's tier",
+            )
+
+        def issue(tx: int) -> dict[str, Any]:
+            if (
+                reward.per_customer_limit is not None
+                and repo.reward_redemptions(conn, row.id, customer_id, reward.id)
+                >= reward.per_customer_limit
+            ):
+                raise InsufficientError(
+                    f"the customer has redeemed {reward.id!r} {reward.per_customer_limit} times "
+                    "already (the limit)",
+                    hint="choose another reward",
+                )
+            code = _insert_coupon(
+                conn,
+                {
+                    "store_id": row.id, "kind": _coupon_kind(reward.kind), "value": reward.value,
+                    "currency": row.currency, "customer_id": customer_id, "max_uses": 1,
+                    "uses": 0, "per_customer": None,
+                    "expires_at": at + reward.coupon_days * MICROS_PER_DAY,
+                    "source": f"reward:{reward.id}", "created_at": at,
+                },
+            )  # fmt: skip
+            repo.add_event(
+                conn, row.id, customer_id, "reward_redeemed",
+                {"reward": reward.id, "points": reward.cost, "code": format_code(code)},
+                f"reward:{key}", at,
+            )  # fmt: skip
+            return {"reward": reward.id, "coupon": format_code(code)}
+
+        return _redeem_in(
+            conn, row.id, customer_id, reward.cost, key=key, reason=f"reward {reward.id}",
+            actor=actor, order_ref=None, at=at, payload={"reward": reward.id}, extra=issue,
+        )  # fmt: skip
+
+
+def _coupon_kind(kind: str) -> str:
+    """Rewards without a discount of their own (donation, early access) still get a code:
+    a zero-value free_product voucher the store honours."""
+    return kind if kind in COUPON_KINDS else "free_product"
+
+
+@dataclass
+class TierChange:
+    customer_id: int
+    old: str | None
+    new: str | None
+    measure: int
+
+
+def evaluate_tier(
+    engine: Engine, store: str, customer_id: int, *, now: int | None = None
+) -> TierChange:
+    """Place the customer in the tier their measure reaches: up at once (with the tier's
+    entry points), down only at the review date (a year after the last change)."""
+    at = now_micros() if now is None else now
+    with engine.begin() as conn:
+        row = _store(conn, store)
+        program = load_program(conn, row.id)
+        since = _period_start(program, at)
+        if program.tiers.basis == "points":
+            measure = repo.points_earned(conn, row.id, customer_id, since)
+        else:
+            spend, count = repo.spend_and_orders(conn, row.id, customer_id, since)
+            measure = count if program.tiers.basis == "orders" else spend
+        current = repo.member(conn, row.id, customer_id)
+        old = current["tier"] if current else None
+        target = tier_for(program, measure)
+        names = [t.name for t in program.tiers.levels]
+        rank = {name: i for i, name in enumerate(names)}
+        up = target is not None and (old is None or rank.get(target, -1) > rank.get(old, -1))
+        down_due = current is not None and at >= int(current["review_at"])
+        new = target if up or (down_due and target != old) else old
+        if new != old or current is None:
+            repo.set_member(conn, row.id, customer_id, new, at, at + 365 * MICROS_PER_DAY)
+        if new != old:
+            repo.add_event(
+                conn, row.id, customer_id, "tier_changed",
+                {"from": old, "to": new, "measure": measure},
+                f"tier:{customer_id}:{old}:{new}:{at}", at,
+            )  # fmt: skip
+    level = program.tier_named(new)
+    if up and level is not None and level.entry_points:
+        earn(
+            engine, store, customer_id, level.entry_points, key=f"tier-entry:{customer_id}:{new}",
+            reason=f"welcome to {new}", now=at,
+        )  # fmt: skip
+    return TierChange(customer_id, old, new, measure)
+
+
+def _period_start(program: Program, at: int) -> int | None:
+    if program.tiers.period == "lifetime":
+        return None
+    if program.tiers.period == "rolling_365":
+        return at - 365 * MICROS_PER_DAY
+    year = from_micros(at).year
+    return to_micros(datetime(year, 1, 1, tzinfo=UTC))

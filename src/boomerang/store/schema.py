@@ -385,3 +385,15 @@ coupon_redemptions = Table(
     Column("occurred_at", BigInteger, nullable=False),
     UniqueConstraint("coupon_id", "idempotency_key"),
 )
+
+# A customer's place in the program: current tier (upgrades at once; downgrades only at
+# ``review_at``); tier changes are also written as `tier_changed` loyalty events.
+loyalty_members = Table(
+    "loyalty_members",
+    metadata,
+    Column("store_id", Id, ForeignKey("stores.id"), primary_key=True),
+    Column("customer_id", Id, ForeignKey("customers.id"), primary_key=True),
+    Column("tier", String(64)),
+    Column("since", BigInteger, nullable=False),
+    Column("review_at", BigInteger, nullable=False),
+)

@@ -26,8 +26,10 @@ from boomerang.store.schema import (
     loyalty_entries,
     loyalty_events,
     loyalty_lots,
+    loyalty_members,
     loyalty_programs,
     loyalty_transactions,
+    orders,
 )
 
 
@@ -395,3 +397,108 @@ def redeem_coupon(
         )
     )  # fmt: skip
     conn.execute(update(coupons).where(coupons.c.id == coupon_id).values(uses=coupons.c.uses + 1))
+
+
+# -- members and tiers -----------------------------------------------------------------------
+
+
+def member(conn: Connection, store_id: int, customer_id: int) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            select(loyalty_members).where(
+                loyalty_members.c.store_id == store_id, loyalty_members.c.customer_id == customer_id
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else dict(row)
+
+
+def set_member(
+    conn: Connection, store_id: int, customer_id: int, tier: str | None, since: int, review_at: int
+) -> None:
+    stmt = _insert(conn, loyalty_members).values(
+        store_id=store_id, customer_id=customer_id, tier=tier, since=since, review_at=review_at
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["store_id", "customer_id"],
+            set_={"tier": tier, "since": since, "review_at": review_at},
+        )
+    )
+
+
+def points_earned(conn: Connection, store_id: int, customer_id: int, since: int | None) -> int:
+    """Points credited to the customer by earns and order awards (after `since`)."""
+    query = (
+        select(func.coalesce(func.sum(loyalty_entries.c.amount), 0))
+        .select_from(
+            loyalty_entries.join(
+                loyalty_transactions, loyalty_transactions.c.id == loyalty_entries.c.transaction_id
+            ).join(loyalty_accounts, loyalty_accounts.c.id == loyalty_entries.c.account_id)
+        )
+        .where(
+            loyalty_transactions.c.store_id == store_id,
+            loyalty_transactions.c.customer_id == customer_id,
+            loyalty_transactions.c.kind.in_(["earn", "award"]),
+            loyalty_accounts.c.customer_id == customer_id,
+        )
+    )
+    if since is not None:
+        query = query.where(loyalty_transactions.c.occurred_at >= since)
+    return int(conn.execute(query).scalar_one())
+
+
+def order_row(conn: Connection, store_id: int, external_id: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            select(orders).where(orders.c.store_id == store_id, orders.c.external_id == external_id)
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else dict(row)
+
+
+def orders_before(conn: Connection, store_id: int, customer_id: int, placed_at: int) -> int:
+    """The customer's non-cancelled orders placed before this moment."""
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                orders.c.store_id == store_id,
+                orders.c.customer_id == customer_id,
+                orders.c.status != "cancelled",
+                orders.c.placed_at < placed_at,
+            )
+        ).scalar_one()
+    )
+
+
+def spend_and_orders(
+    conn: Connection, store_id: int, customer_id: int, since: int | None
+) -> tuple[int, int]:
+    """Net spend (minor units) and order count of the customer's non-cancelled orders."""
+    query = select(
+        func.coalesce(func.sum(orders.c.total_minor - orders.c.refunded_minor), 0), func.count()
+    ).where(
+        orders.c.store_id == store_id,
+        orders.c.customer_id == customer_id,
+        orders.c.status != "cancelled",
+    )
+    if since is not None:
+        query = query.where(orders.c.placed_at >= since)
+    spend, count = conn.execute(query).one()
+    return int(spend), int(count)
+
+
+def reward_redemptions(conn: Connection, store_id: int, customer_id: int, reward_id: str) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                coupons.c.store_id == store_id,
+                coupons.c.customer_id == customer_id,
+                coupons.c.source == f"reward:{reward_id}",
+            )
+        ).scalar_one()
+    )

@@ -123,6 +123,23 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "loyalty_members",
+        sa.Column("store_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "customer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("tier", sa.String(length=64), nullable=True),
+        sa.Column("since", sa.BigInteger(), nullable=False),
+        sa.Column("review_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name=op.f("fk_loyalty_members_customer_id_customers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["store_id"], ["stores.id"], name=op.f("fk_loyalty_members_store_id_stores")
+        ),
+        sa.PrimaryKeyConstraint("store_id", "customer_id", name=op.f("pk_loyalty_members")),
+    )
+    op.create_table(
         "loyalty_transactions",
         sa.Column(
             "id",
@@ -297,6 +314,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_loyalty_transactions_customer")
 
     op.drop_table("loyalty_transactions")
+    op.drop_table("loyalty_members")
     op.drop_table("loyalty_events")
     with op.batch_alter_table("loyalty_accounts", schema=None) as batch_op:
         batch_op.drop_index("ix_loyalty_accounts_customer")
