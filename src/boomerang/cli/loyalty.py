@@ -138,12 +138,18 @@ def expire_command(
     db: DbOption = None,
     store: StoreOption = None,
 ) -> None:
-    """Expire lots past their date (idempotent; safe to run as concurrent copies)."""
+    """The daily job: expire lots past their date (and idle balances when the program says
+    so), birthday points, expiring-soon events. Idempotent; safe as concurrent copies."""
     db_url, store_name = resolve(db, store)
     engine = open_engine(db_url)
     try:
         now = moment(at, "--at")
         result = service.expire(engine, store_name, now=now)
+        idle = service.expire_inactive(engine, store_name, now=now)
+        result.lots += idle.lots
+        result.points += idle.points
+        result.replayed += idle.replayed
+        birthdays = service.birthday_points(engine, store_name, now=now)
         warned = (
             service.warn_expiring(engine, store_name, days=warn_days, now=now) if warn_days else 0
         )
@@ -151,7 +157,8 @@ def expire_command(
         engine.dispose()
     console.print(
         f"expired {result.points:,} points in {result.lots:,} lots "
-        f"({result.replayed:,} already done); {warned:,} expiring-soon events"
+        f"({result.replayed:,} already done); {warned:,} expiring-soon events; "
+        f"birthday points to {birthdays:,} customers"
     )
 
 

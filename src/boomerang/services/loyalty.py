@@ -718,11 +718,14 @@ def award_order(
     award = order_points(
         program, order, exponent=currency_exponent(row.currency), tier=tier, first_order=first
     )
-    return sync_order(
+    result = sync_order(
         engine, store, cid, order_ref, award,
         expires_at=lot_expiry(program, at),
         allow_negative=program.negative_balance == "allow", now=at,
     )  # fmt: skip
+    if order["status"] == "cancelled":
+        restore_redemptions(engine, store, order_ref, now=at)
+    return result
 
 
 def earn_action(
@@ -861,3 +864,87 @@ def _period_start(program: Program, at: int) -> int | None:
         return at - 365 * MICROS_PER_DAY
     year = from_micros(at).year
     return to_micros(datetime(year, 1, 1, tzinfo=UTC))
+
+
+def restore_redemptions(
+    engine: Engine, store: str, order_ref: str, *, now: int | None = None
+) -> int:
+    """Give back the points redeemed on an order that was cancelled (once per redemption)."""
+    at = now_micros() if now is None else now
+    restored = 0
+    with engine.connect() as conn:
+        row = _store(conn, store)
+        pending = repo.redemptions_to_restore(conn, row.id, order_ref)
+        program = load_program(conn, row.id)
+    for t in pending:
+        points = -int(_stored(t)["delta"])
+        cid = int(t["customer_id"])
+        with engine.begin() as conn:
+            claim = _claim(
+                conn, row.id, key=f"restore:{t['id']}", kind="restore", customer_id=cid,
+                order_ref=order_ref, reason=f"order {order_ref} cancelled", actor="system",
+                now=at, payload={"redemption": int(t["id"])},
+            )  # fmt: skip
+            if claim.id is None:
+                continue
+            customer, redeemed = _points_accounts(conn, row.id, cid, AccountKind.REDEEMED, at)
+            balance = _credit(
+                conn, row.id, claim.id, customer, redeemed, points, lot_expiry(program, at), at
+            )
+            repo.finish(conn, claim.id, _result(claim.id, cid, points, balance))
+            restored += points
+    return restored
+
+
+def birthday_points(engine: Engine, store: str, *, now: int | None = None) -> int:
+    """The program's birthday points to every customer whose birthday is today (UTC), once
+    a year (keyed by customer and year)."""
+    at = now_micros() if now is None else now
+    today = from_micros(at).date()
+    with engine.connect() as conn:
+        row = _store(conn, store)
+        program = load_program(conn, row.id)
+        people = repo.birthdays(conn, row.id, today.strftime("%m-%d"))
+    if program.earn.birthday == 0:
+        return 0
+    given = 0
+    for cid in people:
+        result = earn(
+            engine, store, cid, program.earn.birthday, key=f"birthday:{cid}:{today.year}",
+            reason="birthday", expires_at=lot_expiry(program, at), now=at,
+        )  # fmt: skip
+        given += 0 if result.replayed else 1
+    return given
+
+
+def expire_inactive(engine: Engine, store: str, *, now: int | None = None) -> ExpiryResult:
+    """`expiry.mode: inactivity`: the whole balance of accounts with no earn or spend for
+    `expiry.days` expires (one transaction per account and last activity)."""
+    at = now_micros() if now is None else now
+    out = ExpiryResult()
+    with engine.connect() as conn:
+        row = _store(conn, store)
+        program = load_program(conn, row.id)
+        if program.expiry.mode != "inactivity":
+            return out
+        idle = repo.inactive_accounts(conn, row.id, at - program.expiry.days * MICROS_PER_DAY)
+    for acc in idle:
+        cid = int(acc["customer_id"])
+        with engine.begin() as conn:
+            claim = _claim(
+                conn, row.id, key=f"expire:inactive:{acc['id']}:{acc['last_id']}", kind="expire",
+                customer_id=cid, order_ref=None, reason="inactive: points expired",
+                actor="expiry job", now=at, payload={"account": int(acc["id"])},
+            )  # fmt: skip
+            if claim.id is None:
+                out.replayed += 1
+                continue
+            customer, expired = _points_accounts(conn, row.id, cid, AccountKind.EXPIRED, at)
+            if customer.balance > 0:
+                taken, balance = _debit(conn, row.id, claim.id, customer, expired, customer.balance)
+                out.lots += 1
+                out.points += taken
+            else:
+                balance = customer.balance
+            repo.finish(conn, claim.id, _result(claim.id, cid, customer.balance - balance, balance))
+    return out

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from boomerang.store.schema import (
     coupon_redemptions,
     coupons,
+    customers,
     loyalty_accounts,
     loyalty_entries,
     loyalty_events,
@@ -502,3 +503,58 @@ def reward_redemptions(conn: Connection, store_id: int, customer_id: int, reward
             )
         ).scalar_one()
     )
+
+
+def redemptions_to_restore(conn: Connection, store_id: int, order_ref: str) -> list[dict[str, Any]]:
+    """Redemptions made on an order that have not been restored yet."""
+    restored = select(loyalty_transactions.c.idempotency_key).where(
+        loyalty_transactions.c.store_id == store_id, loyalty_transactions.c.kind == "restore"
+    )
+    keys = {str(k) for (k,) in conn.execute(restored)}
+    rows = conn.execute(
+        select(loyalty_transactions).where(
+            loyalty_transactions.c.store_id == store_id,
+            loyalty_transactions.c.order_ref == order_ref,
+            loyalty_transactions.c.kind == "redeem",
+        )
+    ).mappings()
+    return [dict(r) for r in rows if f"restore:{r['id']}" not in keys]
+
+
+def birthdays(conn: Connection, store_id: int, month_day: str) -> list[int]:
+    """Customers whose birthday (YYYY-MM-DD or MM-DD) falls on ``month_day`` (MM-DD)."""
+    rows = conn.execute(
+        select(customers.c.id).where(
+            customers.c.store_id == store_id,
+            (customers.c.birthday == month_day) | customers.c.birthday.like(f"%-{month_day}"),
+        )
+    )
+    return [int(r[0]) for r in rows]
+
+
+def inactive_accounts(conn: Connection, store_id: int, before: int) -> list[dict[str, Any]]:
+    """Customer points accounts with points whose last earn/spend was before ``before``."""
+    last = (
+        select(
+            loyalty_transactions.c.customer_id,
+            func.max(loyalty_transactions.c.occurred_at).label("last_at"),
+            func.max(loyalty_transactions.c.id).label("last_id"),
+        )
+        .where(
+            loyalty_transactions.c.store_id == store_id,
+            loyalty_transactions.c.kind.in_(["earn", "award", "redeem", "adjust"]),
+        )
+        .group_by(loyalty_transactions.c.customer_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(loyalty_accounts.c.id, loyalty_accounts.c.customer_id, last.c.last_id)
+        .join(last, last.c.customer_id == loyalty_accounts.c.customer_id)
+        .where(
+            loyalty_accounts.c.store_id == store_id,
+            loyalty_accounts.c.kind == "points",
+            loyalty_accounts.c.balance > 0,
+            last.c.last_at < before,
+        )
+    ).mappings()
+    return [dict(r) for r in rows]
