@@ -138,8 +138,9 @@ def expire_command(
     db: DbOption = None,
     store: StoreOption = None,
 ) -> None:
-    """The daily job: expire lots past their date (and idle balances when the program says
-    so), birthday points, expiring-soon events. Idempotent; safe as concurrent copies."""
+    """The daily job: release pending points past the return window, expire lots past
+    their date (and idle balances when the program says so), birthday points,
+    expiring-soon events. Idempotent; safe as concurrent copies."""
     db_url, store_name = resolve(db, store)
     engine = open_engine(db_url)
     try:
@@ -150,6 +151,7 @@ def expire_command(
         result.points += idle.points
         result.replayed += idle.replayed
         birthdays = service.birthday_points(engine, store_name, now=now)
+        released = service.release_pending_due(engine, store_name, now=now)
         warned = (
             service.warn_expiring(engine, store_name, days=warn_days, now=now) if warn_days else 0
         )
@@ -158,7 +160,7 @@ def expire_command(
     console.print(
         f"expired {result.points:,} points in {result.lots:,} lots "
         f"({result.replayed:,} already done); {warned:,} expiring-soon events; "
-        f"birthday points to {birthdays:,} customers"
+        f"birthday points to {birthdays:,} customers; {released:,} pending points released"
     )
 
 

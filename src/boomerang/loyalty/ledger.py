@@ -22,6 +22,7 @@ POINTS = "PTS"
 
 class AccountKind(StrEnum):
     POINTS = "points"  # a customer's spendable points
+    PENDING = "pending"  # a customer's points inside the return window (not spendable yet)
     CREDIT = "credit"  # a customer's store credit (unit: currency)
     ISSUED = "issued"  # program: points given out (negative balance grows)
     REDEEMED = "redeemed"  # program: points spent on rewards

@@ -353,59 +353,142 @@ def sync_order(
     *,
     expires_at: int | None = None,
     allow_negative: bool = False,
+    pending: bool = False,
     actor: str = "system",
     now: int | None = None,
 ) -> LedgerResult:
     """Make the points an order has earned equal ``award`` (0 when cancelled, pro-rata
     after a refund). Repeating a call with the same award changes nothing; a status flip
-    completed -> cancelled -> completed nets one award. A clawback takes the order's own
-    lot first, then other lots; beyond the balance it goes negative only when allowed."""
+    completed -> cancelled -> completed nets one award. ``pending``: new points wait in the
+    pending account for the return window (`release_pending`). A clawback takes the
+    order's own pending points, then its own lot, then other lots; beyond the balance it
+    goes negative only when allowed, otherwise the rest is written off (in the result)."""
     if isinstance(award, bool) or not isinstance(award, int) or award < 0:
         raise InputError(f"award must be a whole number >= 0, not {award!r}", hint="e.g. 120")
     at = now_micros() if now is None else now
     with engine.begin() as conn:
         row = _store(conn, store)
-        customer, issued = _points_accounts(conn, row.id, customer_id, AccountKind.ISSUED, at)
+        found = repo.accounts(
+            conn, row.id,
+            [
+                (customer_key(customer_id), customer_id, AccountKind.POINTS.value, POINTS),
+                (customer_key(customer_id, AccountKind.PENDING), customer_id, AccountKind.PENDING.value, POINTS),
+                (program_key(AccountKind.ISSUED), None, AccountKind.ISSUED.value, POINTS),
+                (program_key(AccountKind.CLAWED_BACK), None, AccountKind.CLAWED_BACK.value, POINTS),
+            ],
+            at, lock=True,
+        )  # fmt: skip
+        customer = found[customer_key(customer_id)]
+        held = found[customer_key(customer_id, AccountKind.PENDING)]
         history = [
             t
             for t in repo.order_transactions(conn, row.id, order_ref)
             if t["kind"] in ("award", "clawback")
         ]
-        current = sum(int(_stored(t)["delta"]) for t in history)
+        # The award the order was last moved to (not what was taken: a written-off shortfall
+        # must not be clawed again on the next call).
+        current = int(_stored(history[-1])["award"]) if history else 0
         delta = award - current
         if delta == 0:
             return LedgerResult(None, customer_id, 0, customer.balance, replayed=True)
-        step = len(history)
         kind = "award" if delta > 0 else "clawback"
         claim = _claim(
-            conn, row.id, key=f"order:{order_ref}:step:{step}", kind=kind,
+            conn, row.id, key=f"order:{order_ref}:step:{len(history)}", kind=kind,
             customer_id=customer_id, order_ref=order_ref, reason=f"order {order_ref}",
-            actor=actor, now=at, payload={"customer": customer_id, "order": order_ref, "award": award},
+            actor=actor, now=at,
+            payload={"customer": customer_id, "order": order_ref, "award": award, "pending": pending},
         )  # fmt: skip
         if claim.id is None:
             assert claim.stored_result is not None
             return _replay(claim.stored_result)
+        issued, clawed = (
+            found[program_key(AccountKind.ISSUED)],
+            found[program_key(AccountKind.CLAWED_BACK)],
+        )
+        mine = {t["id"] for t in history}
         if delta > 0:
-            balance = _credit(conn, row.id, claim.id, customer, issued, delta, expires_at, at)
-            taken = delta
+            target = held if pending else customer
+            _credit(conn, row.id, claim.id, target, issued, delta, expires_at, at)
+            taken, balance = delta, customer.balance + (0 if pending else delta)
         else:
-            clawed = repo.accounts(
-                conn, row.id,
-                [(program_key(AccountKind.CLAWED_BACK), None, AccountKind.CLAWED_BACK.value, POINTS)],
-                at, lock=False,
-            )[program_key(AccountKind.CLAWED_BACK)]  # fmt: skip
-            own = {int(lot["id"]) for lot in repo.open_lots(conn, customer.id)
-                   if lot["transaction_id"] in {t["id"] for t in history}}  # fmt: skip
-            taken, balance = _debit(
-                conn, row.id, claim.id, customer, clawed, -delta,
-                first_lots=own, allow_negative=allow_negative,
-            )  # fmt: skip
-            taken = -taken
-        result = _result(claim.id, customer_id, taken, balance, award=award, wanted=delta)
+            need = -delta
+            own_held = {
+                int(lot["id"])
+                for lot in repo.open_lots(conn, held.id)
+                if lot["transaction_id"] in mine
+            }
+            from_held, _ = (
+                _debit(conn, row.id, claim.id, held, clawed, need, first_lots=own_held)
+                if own_held
+                else (0, 0)
+            )
+            own = {
+                int(lot["id"])
+                for lot in repo.open_lots(conn, customer.id)
+                if lot["transaction_id"] in mine
+            }
+            rest, balance = (0, customer.balance)
+            if need - from_held:
+                rest, balance = _debit(
+                    conn, row.id, claim.id, customer, clawed, need - from_held,
+                    first_lots=own, allow_negative=allow_negative,
+                )  # fmt: skip
+            taken = -(from_held + rest)
+        result = _result(
+            claim.id, customer_id, taken, balance, award=award, wanted=delta,
+            written_off=(-delta + taken) if delta < 0 else 0,
+        )  # fmt: skip
         repo.finish(conn, claim.id, result)
     return LedgerResult(
-        claim.id, customer_id, taken, balance, detail={"award": award, "wanted": delta}
-    )
+        claim.id, customer_id, taken, balance,
+        detail={"award": award, "wanted": delta, "written_off": result["written_off"]},
+    )  # fmt: skip
+
+
+def release_pending(engine: Engine, store: str, *, days: int, now: int | None = None) -> int:
+    """Move pending points older than the return window (``days``) to the spendable
+    balance, one transaction per lot keyed by the lot. Returns points released."""
+    at = now_micros() if now is None else now
+    with engine.connect() as conn:
+        row = _store(conn, store)
+        due = repo.pending_lots(conn, row.id, at - days * MICROS_PER_DAY)
+    released = 0
+    for lot in due:
+        cid = int(lot["customer_id"])
+        with engine.begin() as conn:
+            claim = _claim(
+                conn, row.id, key=f"release:lot:{lot['id']}", kind="release", customer_id=cid,
+                order_ref=None, reason="return window passed", actor="system", now=at,
+                payload={"lot": int(lot["id"])},
+            )  # fmt: skip
+            if claim.id is None:
+                continue
+            found = repo.accounts(
+                conn, row.id,
+                [
+                    (customer_key(cid), cid, AccountKind.POINTS.value, POINTS),
+                    (customer_key(cid, AccountKind.PENDING), cid, AccountKind.PENDING.value, POINTS),
+                ],
+                at, lock=True,
+            )  # fmt: skip
+            customer, held = found[customer_key(cid)], found[customer_key(cid, AccountKind.PENDING)]
+            remaining = repo.lot_remaining(conn, int(lot["id"]))
+            if remaining > 0:
+                repo.take_from_lot(conn, int(lot["id"]), remaining)
+                new_lot = repo.add_lot(
+                    conn, row.id, customer.id, claim.id, remaining, lot["expires_at"], at
+                )
+                repo.post(
+                    conn,
+                    row.id,
+                    claim.id,
+                    [(held, -remaining, int(lot["id"])), (customer, remaining, new_lot)],
+                )
+                released += remaining
+            repo.finish(
+                conn, claim.id, _result(claim.id, cid, remaining, customer.balance + remaining)
+            )
+    return released
 
 
 def _stored(t: dict[str, Any]) -> dict[str, Any]:
@@ -486,10 +569,12 @@ def balance(engine: Engine, store: str, customer_id: int) -> dict[str, Any]:
     with engine.connect() as conn:
         row = _store(conn, store)
         account = repo.find_account(conn, row.id, customer_key(customer_id))
+        held = repo.find_account(conn, row.id, customer_key(customer_id, AccountKind.PENDING))
         lots = repo.open_lots(conn, account.id) if account else []
     return {
         "customer_id": customer_id,
         "balance": account.balance if account else 0,
+        "pending": held.balance if held else 0,
         "lots": [
             {"remaining": int(lot["remaining"]), "expires_at": lot["expires_at"]}
             for lot in sorted(
@@ -721,7 +806,8 @@ def award_order(
     result = sync_order(
         engine, store, cid, order_ref, award,
         expires_at=lot_expiry(program, at),
-        allow_negative=program.negative_balance == "allow", now=at,
+        allow_negative=program.negative_balance == "allow",
+        pending=program.earn.pending_days > 0, now=at,
     )  # fmt: skip
     if order["status"] == "cancelled":
         restore_redemptions(engine, store, order_ref, now=at)
@@ -948,3 +1034,12 @@ def expire_inactive(engine: Engine, store: str, *, now: int | None = None) -> Ex
                 balance = customer.balance
             repo.finish(conn, claim.id, _result(claim.id, cid, customer.balance - balance, balance))
     return out
+
+
+def release_pending_due(engine: Engine, store: str, *, now: int | None = None) -> int:
+    """`release_pending` with the program's return window (nothing when it has none)."""
+    with engine.connect() as conn:
+        program = load_program(conn, _store(conn, store).id)
+    if program.earn.pending_days == 0:
+        return 0
+    return release_pending(engine, store, days=program.earn.pending_days, now=now)

@@ -558,3 +558,19 @@ def inactive_accounts(conn: Connection, store_id: int, before: int) -> list[dict
         )
     ).mappings()
     return [dict(r) for r in rows]
+
+
+def pending_lots(conn: Connection, store_id: int, created_before: int) -> list[dict[str, Any]]:
+    """Lots in customers' pending accounts, earned before ``created_before``, not released."""
+    rows = conn.execute(
+        select(loyalty_lots, loyalty_accounts.c.customer_id)
+        .join(loyalty_accounts, loyalty_accounts.c.id == loyalty_lots.c.account_id)
+        .where(
+            loyalty_lots.c.store_id == store_id,
+            loyalty_accounts.c.kind == "pending",
+            loyalty_lots.c.remaining > 0,
+            loyalty_lots.c.created_at <= created_before,
+        )
+        .order_by(loyalty_lots.c.id)
+    ).mappings()
+    return [dict(r) for r in rows]
