@@ -333,3 +333,46 @@ def tier_command(
         _print(service.evaluate_tier(engine, store_name, cid, now=moment(at, "--at")))
     finally:
         engine.dispose()
+
+
+@app.command("credit")
+def credit_command(
+    customer: CustomerArg,
+    amount: Annotated[int, typer.Argument(help="Store credit in minor units (e.g. cents).")],
+    key: KeyOption,
+    reason: ReasonOption,
+    actor: ActorOption = "cli",
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Give store credit (on the same ledger as points)."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        cid = service.resolve_customer(engine, store_name, customer)
+        _print(
+            service.grant_credit(
+                engine, store_name, cid, amount, key=key, reason=reason, actor=actor
+            )
+        )
+    finally:
+        engine.dispose()
+
+
+@app.command("spend-credit")
+def spend_credit_command(
+    customer: CustomerArg,
+    amount: Annotated[int, typer.Argument(help="Minor units to use.")],
+    key: KeyOption,
+    order: Annotated[str | None, typer.Option("--order", help="The order it pays for.")] = None,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Use store credit; never below zero."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        cid = service.resolve_customer(engine, store_name, customer)
+        _print(service.spend_credit(engine, store_name, cid, amount, key=key, order_ref=order))
+    finally:
+        engine.dispose()

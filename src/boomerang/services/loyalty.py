@@ -570,11 +570,15 @@ def balance(engine: Engine, store: str, customer_id: int) -> dict[str, Any]:
         row = _store(conn, store)
         account = repo.find_account(conn, row.id, customer_key(customer_id))
         held = repo.find_account(conn, row.id, customer_key(customer_id, AccountKind.PENDING))
+        credit = repo.find_account(
+            conn, row.id, customer_key(customer_id, AccountKind.CREDIT, row.currency)
+        )
         lots = repo.open_lots(conn, account.id) if account else []
     return {
         "customer_id": customer_id,
         "balance": account.balance if account else 0,
         "pending": held.balance if held else 0,
+        "store_credit_minor": credit.balance if credit else 0,
         "lots": [
             {"remaining": int(lot["remaining"]), "expires_at": lot["expires_at"]}
             for lot in sorted(
@@ -859,6 +863,7 @@ def redeem_reward(
             if (
                 reward.per_customer_limit is not None
                 and repo.reward_redemptions(conn, row.id, customer_id, reward.id)
+                + repo.credit_rewards(conn, row.id, customer_id, reward.id)
                 >= reward.per_customer_limit
             ):
                 raise InsufficientError(
@@ -866,6 +871,16 @@ def redeem_reward(
                     "already (the limit)",
                     hint="choose another reward",
                 )
+            if reward.kind == "store_credit":  # onto the credit account, no code needed
+                credit = _grant_credit_in(
+                    conn, row, customer_id, reward.value, key=f"reward-credit:{key}",
+                    reason=f"reward {reward.id}", actor=actor, at=at,
+                )  # fmt: skip
+                return {
+                    "reward": reward.id,
+                    "store_credit": reward.value,
+                    "credit_balance": credit.balance,
+                }
             code = _insert_coupon(
                 conn,
                 {
@@ -1043,3 +1058,112 @@ def release_pending_due(engine: Engine, store: str, *, now: int | None = None) -
     if program.earn.pending_days == 0:
         return 0
     return release_pending(engine, store, days=program.earn.pending_days, now=now)
+
+
+# -- store credit ----------------------------------------------------------------------------
+
+
+def _credit_accounts(
+    conn: Connection, store_id: int, customer_id: int, currency: str, program: AccountKind, at: int
+) -> tuple[repo.Account, repo.Account]:
+    ckey = customer_key(customer_id, AccountKind.CREDIT, currency)
+    pkey = program_key(program, currency)
+    found = repo.accounts(
+        conn, store_id,
+        [(ckey, customer_id, AccountKind.CREDIT.value, currency), (pkey, None, program.value, currency)],
+        at, lock=True,
+    )  # fmt: skip
+    return found[ckey], found[pkey]
+
+
+def grant_credit(
+    engine: Engine,
+    store: str,
+    customer_id: int,
+    amount_minor: int,
+    *,
+    key: str,
+    reason: str,
+    actor: str = "system",
+    now: int | None = None,
+) -> LedgerResult:
+    """Store credit (minor units of the store currency) on the same ledger as points."""
+    _check_points(amount_minor)
+    at = now_micros() if now is None else now
+    with engine.begin() as conn:
+        row = _store(conn, store)
+        return _grant_credit_in(
+            conn, row, customer_id, amount_minor, key=key, reason=reason, actor=actor, at=at
+        )
+
+
+def _grant_credit_in(
+    conn: Connection,
+    row: stores_repo.Store,
+    customer_id: int,
+    amount_minor: int,
+    *,
+    key: str,
+    reason: str,
+    actor: str,
+    at: int,
+) -> LedgerResult:
+    claim = _claim(
+        conn, row.id, key=key, kind="credit", customer_id=customer_id, order_ref=None,
+        reason=reason, actor=actor, now=at, payload={"customer": customer_id, "amount": amount_minor},
+    )  # fmt: skip
+    if claim.id is None:
+        assert claim.stored_result is not None
+        return _replay(claim.stored_result)
+    account, issued = _credit_accounts(
+        conn, row.id, customer_id, row.currency, AccountKind.ISSUED, at
+    )
+    repo.post(
+        conn, row.id, claim.id, [(account, amount_minor, None), (issued, -amount_minor, None)]
+    )
+    result = _result(
+        claim.id, customer_id, amount_minor, account.balance + amount_minor, currency=row.currency
+    )
+    repo.finish(conn, claim.id, result)
+    return LedgerResult(claim.id, customer_id, amount_minor, account.balance + amount_minor)
+
+
+def spend_credit(
+    engine: Engine,
+    store: str,
+    customer_id: int,
+    amount_minor: int,
+    *,
+    key: str,
+    order_ref: str | None = None,
+    actor: str = "system",
+    now: int | None = None,
+) -> LedgerResult:
+    """Use store credit at checkout; never below zero."""
+    _check_points(amount_minor)
+    at = now_micros() if now is None else now
+    with engine.begin() as conn:
+        row = _store(conn, store)
+        claim = _claim(
+            conn, row.id, key=key, kind="credit_spend", customer_id=customer_id,
+            order_ref=order_ref, reason="store credit used", actor=actor, now=at,
+            payload={"customer": customer_id, "amount": amount_minor, "order": order_ref},
+        )  # fmt: skip
+        if claim.id is None:
+            assert claim.stored_result is not None
+            return _replay(claim.stored_result)
+        account, redeemed = _credit_accounts(
+            conn, row.id, customer_id, row.currency, AccountKind.REDEEMED, at
+        )
+        if account.balance < amount_minor:
+            raise InsufficientError(
+                f"customer {customer_id} has {account.balance} {row.currency} minor units of "
+                f"store credit, {amount_minor} requested",
+                hint="use at most the credit balance",
+            )
+        repo.post(
+            conn, row.id, claim.id, [(account, -amount_minor, None), (redeemed, amount_minor, None)]
+        )
+        result = _result(claim.id, customer_id, -amount_minor, account.balance - amount_minor)
+        repo.finish(conn, claim.id, result)
+    return LedgerResult(claim.id, customer_id, -amount_minor, account.balance - amount_minor)

@@ -574,3 +574,17 @@ def pending_lots(conn: Connection, store_id: int, created_before: int) -> list[d
         .order_by(loyalty_lots.c.id)
     ).mappings()
     return [dict(r) for r in rows]
+
+
+def credit_rewards(conn: Connection, store_id: int, customer_id: int, reward_id: str) -> int:
+    """Store-credit rewards already given to the customer (for per-customer limits)."""
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                loyalty_transactions.c.store_id == store_id,
+                loyalty_transactions.c.customer_id == customer_id,
+                loyalty_transactions.c.kind == "credit",
+                loyalty_transactions.c.reason == f"reward {reward_id}",
+            )
+        ).scalar_one()
+    )
