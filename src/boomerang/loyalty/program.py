@@ -43,6 +43,9 @@ class EarnRules(_Model):
     birthday: int = Field(0, ge=0)
     referral: int = Field(0, ge=0)
     custom: dict[str, int] = Field(default_factory=dict)  # event type -> points
+    # Chase's renewal-approaching bonus: points when a membership renewal is this close.
+    renewal_bonus: int = Field(0, ge=0)
+    renewal_days_before: int = Field(30, ge=1)
     pending_days: int = Field(0, ge=0, description="return window before points are spendable")
 
 

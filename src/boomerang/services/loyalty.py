@@ -1167,3 +1167,24 @@ def spend_credit(
         result = _result(claim.id, customer_id, -amount_minor, account.balance - amount_minor)
         repo.finish(conn, claim.id, result)
     return LedgerResult(claim.id, customer_id, -amount_minor, account.balance - amount_minor)
+
+
+def renewal_bonus(
+    engine: Engine, store: str, customer_id: int, renewal_at: int, *, now: int | None = None
+) -> LedgerResult | None:
+    """The program's renewal-approaching bonus (as Chase gives before a card renews): once
+    per renewal date, when it is at most `earn.renewal_days_before` days away. Memberships
+    call it as their renewal nears."""
+    at = now_micros() if now is None else now
+    with engine.connect() as conn:
+        program = load_program(conn, _store(conn, store).id)
+    rules = program.earn
+    if (
+        rules.renewal_bonus == 0
+        or not 0 < renewal_at - at <= rules.renewal_days_before * MICROS_PER_DAY
+    ):
+        return None
+    return earn(
+        engine, store, customer_id, rules.renewal_bonus, key=f"renewal-bonus:{customer_id}:{renewal_at}",
+        reason="renewal approaching", expires_at=lot_expiry(program, at), now=at,
+    )  # fmt: skip
