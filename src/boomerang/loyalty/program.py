@@ -116,6 +116,10 @@ class Program(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> Program:
+        if self.expiry.mode == "lot" and self.expiry.days <= self.earn.pending_days:
+            raise ValueError(
+                "expiry.days must be longer than earn.pending_days (the return window)"
+            )
         names = {t.name for t in self.tiers.levels}
         for reward in self.rewards:
             unknown = set(reward.tiers) - names

@@ -163,14 +163,15 @@ def _debit(
     points: int,
     *,
     first_lots: set[int] | None = None,
+    only_lots: bool = False,
     allow_negative: bool = False,
 ) -> tuple[int, int]:
-    """Take points, lots in spending order (``first_lots`` before the others). Returns
-    (points taken, new balance); beyond the lots, the balance goes negative only when
-    allowed (else the shortfall is not taken)."""
+    """Take points, lots in spending order (``first_lots`` before the others; with
+    ``only_lots``, from those lots alone). Returns (points taken, new balance); beyond the
+    lots, the balance goes negative only when allowed (else the shortfall is not taken)."""
     lots = _lots(conn, customer.id)
     preferred = [lot for lot in lots if first_lots and lot.id in first_lots]
-    others = [lot for lot in lots if not (first_lots and lot.id in first_lots)]
+    others = [] if only_lots else [lot for lot in lots if not (first_lots and lot.id in first_lots)]
     takes, left = plan_spend(preferred, points)
     more, left = plan_spend(others, left)
     takes += more
@@ -380,11 +381,8 @@ def sync_order(
         )  # fmt: skip
         customer = found[customer_key(customer_id)]
         held = found[customer_key(customer_id, AccountKind.PENDING)]
-        history = [
-            t
-            for t in repo.order_transactions(conn, row.id, order_ref)
-            if t["kind"] in ("award", "clawback")
-        ]
+        everything = repo.order_transactions(conn, row.id, order_ref)
+        history = [t for t in everything if t["kind"] in ("award", "clawback")]
         # The award the order was last moved to (not what was taken: a written-off shortfall
         # must not be clawed again on the next call).
         current = int(_stored(history[-1])["award"]) if history else 0
@@ -405,23 +403,25 @@ def sync_order(
             found[program_key(AccountKind.ISSUED)],
             found[program_key(AccountKind.CLAWED_BACK)],
         )
-        mine = {t["id"] for t in history}
+        mine = {t["id"] for t in everything}  # awards and the releases of their lots
         if delta > 0:
             target = held if pending else customer
             _credit(conn, row.id, claim.id, target, issued, delta, expires_at, at)
             taken, balance = delta, customer.balance + (0 if pending else delta)
         else:
             need = -delta
+            # The order's own pending points, then its own spendable lot, then other lots
+            # (never other orders' pending points).
             own_held = {
                 int(lot["id"])
                 for lot in repo.open_lots(conn, held.id)
                 if lot["transaction_id"] in mine
             }
-            from_held, _ = (
-                _debit(conn, row.id, claim.id, held, clawed, need, first_lots=own_held)
-                if own_held
-                else (0, 0)
-            )
+            from_held = 0
+            if own_held:
+                from_held, _ = _debit(
+                    conn, row.id, claim.id, held, clawed, need, first_lots=own_held, only_lots=True
+                )
             own = {
                 int(lot["id"])
                 for lot in repo.open_lots(conn, customer.id)
@@ -458,7 +458,8 @@ def release_pending(engine: Engine, store: str, *, days: int, now: int | None = 
         with engine.begin() as conn:
             claim = _claim(
                 conn, row.id, key=f"release:lot:{lot['id']}", kind="release", customer_id=cid,
-                order_ref=None, reason="return window passed", actor="system", now=at,
+                # The order's: its released lot stays "the order's own" for clawbacks.
+                order_ref=lot["order_ref"], reason="return window passed", actor="system", now=at,
                 payload={"lot": int(lot["id"])},
             )  # fmt: skip
             if claim.id is None:
@@ -475,15 +476,25 @@ def release_pending(engine: Engine, store: str, *, days: int, now: int | None = 
             remaining = repo.lot_remaining(conn, int(lot["id"]))
             if remaining > 0:
                 repo.take_from_lot(conn, int(lot["id"]), remaining)
-                new_lot = repo.add_lot(
-                    conn, row.id, customer.id, claim.id, remaining, lot["expires_at"], at
-                )
-                repo.post(
-                    conn,
-                    row.id,
-                    claim.id,
-                    [(held, -remaining, int(lot["id"])), (customer, remaining, new_lot)],
-                )
+                # Like any credit, released points first repay a negative balance.
+                repay = min(remaining, max(0, -customer.balance))
+                entries: list[tuple[repo.Account, int, int | None]] = [
+                    (held, -remaining, int(lot["id"]))
+                ]
+                if repay:
+                    entries.append((customer, repay, None))
+                if remaining - repay:
+                    new_lot = repo.add_lot(
+                        conn,
+                        row.id,
+                        customer.id,
+                        claim.id,
+                        remaining - repay,
+                        lot["expires_at"],
+                        at,
+                    )
+                    entries.append((customer, remaining - repay, new_lot))
+                repo.post(conn, row.id, claim.id, entries)
                 released += remaining
             repo.finish(
                 conn, claim.id, _result(claim.id, cid, remaining, customer.balance + remaining)

@@ -286,6 +286,7 @@ def due_lots(conn: Connection, store_id: int, before: int) -> list[dict[str, Any
         .join(loyalty_accounts, loyalty_accounts.c.id == loyalty_lots.c.account_id)
         .where(
             loyalty_lots.c.store_id == store_id,
+            loyalty_accounts.c.kind == "points",  # pending lots expire once released
             loyalty_lots.c.remaining > 0,
             loyalty_lots.c.expires_at.is_not(None),
             loyalty_lots.c.expires_at <= before,
@@ -563,8 +564,9 @@ def inactive_accounts(conn: Connection, store_id: int, before: int) -> list[dict
 def pending_lots(conn: Connection, store_id: int, created_before: int) -> list[dict[str, Any]]:
     """Lots in customers' pending accounts, earned before ``created_before``, not released."""
     rows = conn.execute(
-        select(loyalty_lots, loyalty_accounts.c.customer_id)
+        select(loyalty_lots, loyalty_accounts.c.customer_id, loyalty_transactions.c.order_ref)
         .join(loyalty_accounts, loyalty_accounts.c.id == loyalty_lots.c.account_id)
+        .join(loyalty_transactions, loyalty_transactions.c.id == loyalty_lots.c.transaction_id)
         .where(
             loyalty_lots.c.store_id == store_id,
             loyalty_accounts.c.kind == "pending",
