@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/clv_bench.py --customers 100000
 	$(BIN)/python bench/segments_bench.py
 	$(BIN)/python bench/segments_live_bench.py
+	$(BIN)/python bench/loyalty_bench.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache
