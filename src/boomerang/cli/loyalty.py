@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy import Engine
 
 from boomerang.cli.common import DbOption, StoreOption, console, resolve
 from boomerang.cli.segments import moment
@@ -30,6 +33,17 @@ AtOption = Annotated[
 ]
 
 
+@contextmanager
+def _session(db: str | None, store: str | None) -> Iterator[tuple[Engine, str]]:
+    """The --db/--store engine for one command, disposed afterwards."""
+    db_url, store_name = resolve(db, store)
+    engine = open_engine(db_url)
+    try:
+        yield engine, store_name
+    finally:
+        engine.dispose()
+
+
 def _print(result: object) -> None:
     console.print_json(json.dumps(result, default=lambda o: o.__dict__))
 
@@ -37,13 +51,9 @@ def _print(result: object) -> None:
 @app.command("balance")
 def balance_command(customer: CustomerArg, db: DbOption = None, store: StoreOption = None) -> None:
     """A customer's points balance and the lots it is made of (with their expiry)."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(service.balance(engine, store_name, cid))
-    finally:
-        engine.dispose()
 
 
 @app.command("earn")
@@ -61,9 +71,7 @@ def earn_command(
     store: StoreOption = None,
 ) -> None:
     """Give a customer points (a new lot)."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(
             service.earn(
@@ -71,8 +79,6 @@ def earn_command(
                 expires_at=moment(expires, "--expires"), now=moment(at, "--at"),
             )
         )  # fmt: skip
-    finally:
-        engine.dispose()
 
 
 @app.command("redeem")
@@ -87,9 +93,7 @@ def redeem_command(
     store: StoreOption = None,
 ) -> None:
     """Spend a customer's points (soonest-expiring first); never below zero."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(
             service.redeem(
@@ -97,8 +101,6 @@ def redeem_command(
                 now=moment(at, "--at"),
             )
         )  # fmt: skip
-    finally:
-        engine.dispose()
 
 
 @app.command("adjust")
@@ -115,9 +117,7 @@ def adjust_command(
     store: StoreOption = None,
 ) -> None:
     """Correct a balance by hand (the reason and actor are audited)."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(
             service.adjust(
@@ -125,8 +125,6 @@ def adjust_command(
                 allow_negative=allow_negative,
             )
         )  # fmt: skip
-    finally:
-        engine.dispose()
 
 
 @app.command("expire")
@@ -141,9 +139,7 @@ def expire_command(
     """The daily job: release pending points past the return window, expire lots past
     their date (and idle balances when the program says so), birthday points,
     expiring-soon events. Idempotent; safe as concurrent copies."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         now = moment(at, "--at")
         result = service.expire(engine, store_name, now=now)
         idle = service.expire_inactive(engine, store_name, now=now)
@@ -155,8 +151,6 @@ def expire_command(
         warned = (
             service.warn_expiring(engine, store_name, days=warn_days, now=now) if warn_days else 0
         )
-    finally:
-        engine.dispose()
     console.print(
         f"expired {result.points:,} points in {result.lots:,} lots "
         f"({result.replayed:,} already done); {warned:,} expiring-soon events; "
@@ -184,16 +178,12 @@ def issue_command(
     store: StoreOption = None,
 ) -> None:
     """Issue a coupon code (12 random Crockford base32 characters: 60 bits)."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer) if customer else None
         coupon = service.issue_coupon(
             engine, store_name, kind=kind, value=value, max_uses=max_uses, customer_id=cid,
             expires_at=moment(expires, "--expires"),
         )  # fmt: skip
-    finally:
-        engine.dispose()
     console.print(service.format_code(coupon.code))
 
 
@@ -205,13 +195,9 @@ def validate_command(
     store: StoreOption = None,
 ) -> None:
     """Check a code can be used now (nothing is consumed)."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer) if customer else None
         _print(service.validate_coupon(engine, store_name, code, customer_id=cid))
-    finally:
-        engine.dispose()
 
 
 @coupons_app.command("consume")
@@ -224,17 +210,13 @@ def consume_command(
     store: StoreOption = None,
 ) -> None:
     """Use a code once (per key); limits hold under any number of concurrent checkouts."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer) if customer else None
         _print(
             service.consume_coupon(
                 engine, store_name, code, key=key, customer_id=cid, order_ref=order
             )
         )
-    finally:
-        engine.dispose()
 
 
 program_app = typer.Typer(
@@ -270,12 +252,8 @@ def award_command(
     store: StoreOption = None,
 ) -> None:
     """Points for an order as it stands (refunds claw back pro-rata, cancellation all)."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         result = service.award_order(engine, store_name, order, now=moment(at, "--at"))
-    finally:
-        engine.dispose()
     _print(result if result is not None else {"note": "guest order: no account to credit"})
 
 
@@ -290,13 +268,9 @@ def action_command(
     store: StoreOption = None,
 ) -> None:
     """Points for an action the program rewards (once per key)."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         result = service.earn_action(engine, store_name, cid, action, key=key)
-    finally:
-        engine.dispose()
     _print(result if result is not None else {"note": f"{action} is worth 0 points"})
 
 
@@ -309,13 +283,9 @@ def reward_command(
     store: StoreOption = None,
 ) -> None:
     """Redeem a catalogue reward: spend its points and get its coupon code."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(service.redeem_reward(engine, store_name, cid, reward, key=key))
-    finally:
-        engine.dispose()
 
 
 @app.command("tier")
@@ -326,13 +296,9 @@ def tier_command(
     store: StoreOption = None,
 ) -> None:
     """Re-evaluate a customer's tier (up at once, down only at the review date)."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(service.evaluate_tier(engine, store_name, cid, now=moment(at, "--at")))
-    finally:
-        engine.dispose()
 
 
 @app.command("credit")
@@ -346,17 +312,13 @@ def credit_command(
     store: StoreOption = None,
 ) -> None:
     """Give store credit (on the same ledger as points)."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(
             service.grant_credit(
                 engine, store_name, cid, amount, key=key, reason=reason, actor=actor
             )
         )
-    finally:
-        engine.dispose()
 
 
 @app.command("spend-credit")
@@ -369,10 +331,6 @@ def spend_credit_command(
     store: StoreOption = None,
 ) -> None:
     """Use store credit; never below zero."""
-    db_url, store_name = resolve(db, store)
-    engine = open_engine(db_url)
-    try:
+    with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(service.spend_credit(engine, store_name, cid, amount, key=key, order_ref=order))
-    finally:
-        engine.dispose()

@@ -8,6 +8,7 @@ changes nothing and stores nothing, so it can be retried with its key. docs/loya
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -503,8 +504,6 @@ def release_pending(engine: Engine, store: str, *, days: int, now: int | None = 
 
 
 def _stored(t: dict[str, Any]) -> dict[str, Any]:
-    import json
-
     value: dict[str, Any] = json.loads(t["result"])
     return value
 
