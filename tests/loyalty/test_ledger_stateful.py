@@ -520,7 +520,7 @@ class LedgerMachine(RuleBasedStateMachine):
         for cust, lot in sorted(due, key=lambda pair: pair[1].id):
             self.note("release: pending lot")
             found = self._lots_of(
-                "t.store_id = :s AND t.idempotency_key = :v", f"release:lot:{lot.id}"
+                "t.store_id = :s AND t.idempotency_key = :v", f"sys:release:lot:{lot.id}"
             )
             # Released points first repay a negative balance; the rest forms a lot.
             repay = min(lot.remaining, max(0, -cust.balance))

@@ -45,6 +45,8 @@ from boomerang.store.repos import stores as stores_repo
 #: Crockford base32 (no I, L, O, U): 12 characters = 60 bits from `secrets`.
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH = 12
+#: Namespace of the idempotency keys the ledger makes itself (see `_claim`).
+SYSTEM_PREFIX = "sys:"
 
 
 @dataclass
@@ -95,9 +97,25 @@ def _claim(
     reason: str,
     actor: str,
     now: int,
+    system: bool = False,
 ) -> repo.Claim:
+    """Take the key for this request. Keys the ledger makes itself (order steps, lot
+    releases, birthdays) live under ``sys:``, which clients may not use, so a client key
+    can never collide with one and block or replay a system write."""
     if not key or len(key) > 200:
         raise InputError("an idempotency key of 1-200 characters is required", hint="pass --key")
+    if system:
+        key = SYSTEM_PREFIX + key
+    elif key.startswith(SYSTEM_PREFIX):
+        raise InputError(
+            f"idempotency keys starting {SYSTEM_PREFIX!r} are reserved for the ledger itself",
+            hint="choose a key without that prefix",
+        )
+    if customer_id is not None and not repo.customer_in_store(conn, store_id, customer_id):
+        raise NotFoundError(
+            f"no customer {customer_id} in this store",
+            hint="use the external id or email shown by an import (`boomerang loyalty balance`)",
+        )
     digest = request_hash({"kind": kind, **payload})
     claim = repo.claim(
         conn, store_id, key=key, request_hash=digest, kind=kind, customer_id=customer_id,
@@ -213,15 +231,17 @@ def earn(
     expires_at: int | None = None,
     order_ref: str | None = None,
     now: int | None = None,
+    system: bool = False,
 ) -> LedgerResult:
-    """Give points (a new lot, expiring at ``expires_at`` when set)."""
+    """Give points (a new lot, expiring at ``expires_at`` when set). ``system`` marks a key
+    the ledger made itself (birthday, tier entry), kept apart from client keys."""
     _check_points(points)
     at = now_micros() if now is None else now
     with engine.begin() as conn:
         row = _store(conn, store)
         claim = _claim(
             conn, row.id, key=key, kind="earn", customer_id=customer_id, order_ref=order_ref,
-            reason=reason, actor=actor, now=at,
+            reason=reason, actor=actor, now=at, system=system,
             payload={"customer": customer_id, "points": points, "expires_at": expires_at, "order": order_ref},
         )  # fmt: skip
         if claim.id is None:
@@ -231,7 +251,8 @@ def earn(
         balance = _credit(conn, row.id, claim.id, customer, issued, points, expires_at, at)
         repo.add_event(
             conn, row.id, customer_id, "points_earned",
-            {"points": points, "balance": balance, "reason": reason}, f"earn:{key}", at,
+            {"points": points, "balance": balance, "reason": reason},
+            f"earn:{SYSTEM_PREFIX if system else ''}{key}", at,
         )  # fmt: skip
         result = _result(claim.id, customer_id, points, balance)
         repo.finish(conn, claim.id, result)
@@ -392,7 +413,7 @@ def sync_order(
             return LedgerResult(None, customer_id, 0, customer.balance, replayed=True)
         kind = "award" if delta > 0 else "clawback"
         claim = _claim(
-            conn, row.id, key=f"order:{order_ref}:step:{len(history)}", kind=kind,
+            conn, row.id, key=f"order:{order_ref}:step:{len(history)}", kind=kind, system=True,
             customer_id=customer_id, order_ref=order_ref, reason=f"order {order_ref}",
             actor=actor, now=at,
             payload={"customer": customer_id, "order": order_ref, "award": award, "pending": pending},
@@ -458,7 +479,7 @@ def release_pending(engine: Engine, store: str, *, days: int, now: int | None = 
         cid = int(lot["customer_id"])
         with engine.begin() as conn:
             claim = _claim(
-                conn, row.id, key=f"release:lot:{lot['id']}", kind="release", customer_id=cid,
+                conn, row.id, key=f"release:lot:{lot['id']}", kind="release", customer_id=cid, system=True,
                 # The order's: its released lot stays "the order's own" for clawbacks.
                 order_ref=lot["order_ref"], reason="return window passed", actor="system", now=at,
                 payload={"lot": int(lot["id"])},
@@ -533,6 +554,7 @@ def expire(engine: Engine, store: str, *, now: int | None = None) -> ExpiryResul
             claim = _claim(
                 conn, row.id, key=key, kind="expire", customer_id=cid, order_ref=None,
                 reason="points expired", actor="expiry job", now=at, payload={"lot": int(lot["id"])},
+                system=True,
             )  # fmt: skip
             if claim.id is None:
                 out.replayed += 1
@@ -729,7 +751,13 @@ def consume_coupon(
     with engine.begin() as conn:
         row = _store(conn, store)
         found = repo.coupon_for_update(conn, row.id, normalise_code(code))
-        if found is not None and repo.redemption(conn, int(found["id"]), key) is not None:
+        earlier = None if found is None else repo.redemption(conn, int(found["id"]), key)
+        if found is not None and earlier is not None:
+            if (earlier["customer_id"], earlier["order_ref"]) != (customer_id, order_ref):
+                raise ConflictError(
+                    f"key {key!r} already consumed this coupon for another customer or order",
+                    hint="use a new key for a new checkout; reuse a key only to retry",
+                )
             return {"code": format_code(found["code"]), "replayed": True}
         c = _check_coupon(found, code, customer_id, at)
         _check_per_customer(conn, c, customer_id)
@@ -883,7 +911,7 @@ def redeem_reward(
                 )
             if reward.kind == "store_credit":  # onto the credit account, no code needed
                 credit = _grant_credit_in(
-                    conn, row, customer_id, reward.value, key=f"reward-credit:{key}",
+                    conn, row, customer_id, reward.value, key=f"reward-credit:{key}", system=True,
                     reason=f"reward {reward.id}", actor=actor, at=at,
                 )  # fmt: skip
                 return {
@@ -962,7 +990,7 @@ def evaluate_tier(
     level = program.tier_named(new)
     if up and level is not None and level.entry_points:
         earn(
-            engine, store, customer_id, level.entry_points, key=f"tier-entry:{customer_id}:{new}",
+            engine, store, customer_id, level.entry_points, key=f"tier-entry:{customer_id}:{new}", system=True,
             reason=f"welcome to {new}", now=at,
         )  # fmt: skip
     return TierChange(customer_id, old, new, measure)
@@ -992,7 +1020,7 @@ def restore_redemptions(
         cid = int(t["customer_id"])
         with engine.begin() as conn:
             claim = _claim(
-                conn, row.id, key=f"restore:{t['id']}", kind="restore", customer_id=cid,
+                conn, row.id, key=f"restore:{t['id']}", kind="restore", customer_id=cid, system=True,
                 order_ref=order_ref, reason=f"order {order_ref} cancelled", actor="system",
                 now=at, payload={"redemption": int(t["id"])},
             )  # fmt: skip
@@ -1021,7 +1049,7 @@ def birthday_points(engine: Engine, store: str, *, now: int | None = None) -> in
     given = 0
     for cid in people:
         result = earn(
-            engine, store, cid, program.earn.birthday, key=f"birthday:{cid}:{today.year}",
+            engine, store, cid, program.earn.birthday, key=f"birthday:{cid}:{today.year}", system=True,
             reason="birthday", expires_at=lot_expiry(program, at), now=at,
         )  # fmt: skip
         given += 0 if result.replayed else 1
@@ -1043,7 +1071,7 @@ def expire_inactive(engine: Engine, store: str, *, now: int | None = None) -> Ex
         cid = int(acc["customer_id"])
         with engine.begin() as conn:
             claim = _claim(
-                conn, row.id, key=f"expire:inactive:{acc['id']}:{acc['last_id']}", kind="expire",
+                conn, row.id, key=f"expire:inactive:{acc['id']}:{acc['last_id']}", kind="expire", system=True,
                 customer_id=cid, order_ref=None, reason="inactive: points expired",
                 actor="expiry job", now=at, payload={"account": int(acc["id"])},
             )  # fmt: skip
@@ -1117,10 +1145,11 @@ def _grant_credit_in(
     reason: str,
     actor: str,
     at: int,
+    system: bool = False,
 ) -> LedgerResult:
     claim = _claim(
         conn, row.id, key=key, kind="credit", customer_id=customer_id, order_ref=None,
-        reason=reason, actor=actor, now=at, payload={"customer": customer_id, "amount": amount_minor},
+        reason=reason, actor=actor, now=at, system=system, payload={"customer": customer_id, "amount": amount_minor},
     )  # fmt: skip
     if claim.id is None:
         assert claim.stored_result is not None
@@ -1195,6 +1224,6 @@ def renewal_bonus(
     ):
         return None
     return earn(
-        engine, store, customer_id, rules.renewal_bonus, key=f"renewal-bonus:{customer_id}:{renewal_at}",
+        engine, store, customer_id, rules.renewal_bonus, key=f"renewal-bonus:{customer_id}:{renewal_at}", system=True,
         reason="renewal approaching", expires_at=lot_expiry(program, at), now=at,
     )  # fmt: skip

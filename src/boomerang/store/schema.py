@@ -397,3 +397,132 @@ loyalty_members = Table(
     Column("since", BigInteger, nullable=False),
     Column("review_at", BigInteger, nullable=False),
 )
+
+# -- referrals -------------------------------------------------------------------------------
+
+# One share code per referring customer (>= 60 bits, Crockford base32, like coupons).
+referral_codes = Table(
+    "referral_codes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("store_id", "code"),
+    UniqueConstraint("store_id", "customer_id"),
+)
+
+# The top of the funnel: shares (per channel) and clicks on a share link, deduplicated.
+referral_activity = Table(
+    "referral_activity",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("code_id", Id, ForeignKey("referral_codes.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # share | click
+    Column("channel", String(16)),
+    Column("dedupe_key", String(200), nullable=False),
+    Column("occurred_at", BigInteger, nullable=False),
+    UniqueConstraint("store_id", "dedupe_key"),
+    Index("ix_referral_activity_code", "code_id", "kind"),
+)
+
+# A friend who signed up with a code: one referral per friend. Status: signed_up ->
+# ordered (first qualifying order seen, waiting for the refund window) -> rewarded; or
+# flagged (held for review) -> approved / rejected; or void (the order was refunded).
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("code_id", Id, ForeignKey("referral_codes.id"), nullable=False),
+    Column("referrer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("friend_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("flags", Text, nullable=False),  # JSON list of fraud reasons
+    Column("order_ref", String(100)),
+    Column("qualifies_at", BigInteger),
+    Column("rewards", Text, nullable=False),  # JSON: what was paid (coupon codes, points)
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("decided_by", String(100)),
+    UniqueConstraint("store_id", "friend_id"),
+    Index("ix_referrals_referrer", "store_id", "referrer_id"),
+    Index("ix_referrals_status", "store_id", "status", "qualifies_at"),
+)
+
+# Hashed identity signals (normalised email, phone, shipping address, payment fingerprint,
+# device) seen for a customer, for self-referral checks; only hashes are kept.
+customer_fingerprints = Table(
+    "customer_fingerprints",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("value_hash", String(64), nullable=False),
+    Column("seen_at", BigInteger, nullable=False),
+    UniqueConstraint("store_id", "customer_id", "kind", "value_hash"),
+    Index("ix_customer_fingerprints_value", "store_id", "kind", "value_hash"),
+)
+
+# -- paid memberships ------------------------------------------------------------------------
+
+membership_plans = Table(
+    "membership_plans",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("key", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("interval", String(8), nullable=False),  # month | year
+    Column("fee_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("trial_days", BigInteger, nullable=False),
+    Column("grace_days", BigInteger, nullable=False),
+    Column("benefits", Text, nullable=False),  # JSON, validated by the plan model
+    Column("active", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("store_id", "key"),
+)
+
+# A customer's membership: trial -> active -> past_due -> cancelled | expired.
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("plan_id", Id, ForeignKey("membership_plans.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("trial_ends_at", BigInteger),
+    Column("period_start", BigInteger, nullable=False),
+    Column("period_end", BigInteger, nullable=False),
+    Column("cancel_at_period_end", Integer, nullable=False),
+    Column("ended_at", BigInteger),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_memberships_customer", "store_id", "customer_id"),
+    Index("ix_memberships_due", "store_id", "status", "period_end"),
+)
+
+# Fees charged (or failed) per period; the idempotency key makes a replayed payment
+# notice a no-op.
+membership_payments = Table(
+    "membership_payments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("membership_id", Id, ForeignKey("memberships.id"), nullable=False),
+    Column("period_start", BigInteger, nullable=False),
+    Column("period_end", BigInteger, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(8), nullable=False),  # paid | failed | refunded
+    Column("idempotency_key", String(200), nullable=False),
+    Column("occurred_at", BigInteger, nullable=False),
+    UniqueConstraint("store_id", "idempotency_key"),
+    Index("ix_membership_payments_membership", "membership_id"),
+)

@@ -189,6 +189,15 @@ def claim(
     return Claim(None, str(row.request_hash), json.loads(row.result))
 
 
+def customer_in_store(conn: Connection, store_id: int, customer_id: int) -> bool:
+    found = conn.execute(
+        select(customers.c.id).where(
+            customers.c.id == customer_id, customers.c.store_id == store_id
+        )
+    ).first()
+    return found is not None
+
+
 def finish(conn: Connection, transaction_id: int, result: dict[str, Any]) -> None:
     conn.execute(
         update(loyalty_transactions)
