@@ -106,8 +106,35 @@ class Expiry(_Model):
     warn_days: int = Field(30, ge=0)
 
 
+class ReferralReward(_Model):
+    """What one side of a referral gets: a coupon (amount/percent off, free shipping),
+    points, or store credit."""
+
+    kind: Literal["amount_off", "percent_off", "free_shipping", "points", "store_credit"]
+    value: int = Field(0, ge=0, description="minor units, basis points, or points")
+    coupon_days: int = Field(60, ge=1, description="validity of a coupon reward")
+
+
+class Referrals(_Model):
+    """Two-sided referrals (seed 000: the referrer gets $125 off, the friend $25)."""
+
+    enabled: bool = False
+    referrer_reward: ReferralReward | None = None
+    friend_reward: ReferralReward | None = None
+    min_order_minor: int = Field(0, ge=0, description="smallest first order that qualifies")
+    refund_window_days: int = Field(30, ge=0, description="rewards wait until it passes")
+    fraud_window_days: int = Field(365, ge=1, description="how far back device/payment match")
+    link_base: str = Field("https://shop.example/r/", description="share link = base + code")
+    share_texts: dict[str, str] = Field(
+        default_factory=dict,
+        description="per channel (email, facebook, messenger, sms, whatsapp, copy): a text "
+        "with {first_name}, {link}, {friend_reward}; missing channels use the defaults",
+    )
+
+
 class Program(_Model):
     earn: EarnRules = EarnRules()
+    referrals: Referrals = Referrals()
     bonuses: list[Bonus] = Field(default_factory=list)
     rewards: list[Reward] = Field(default_factory=list)
     tiers: Tiers = Tiers()
