@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from boomerang.cli.common import DbOption, StoreOption, console, err_console, resolve
 from boomerang.errors import InputError
-from boomerang.services import clv as clv_service
+
+if TYPE_CHECKING:
+    pass
 
 app = typer.Typer(
     help="Predictive CLV: fit BG/NBD-family models, backtest them, export predictions.",
@@ -78,6 +80,8 @@ def fit(
     ] = "table",
 ) -> None:
     """Fit the models and store per-customer predictions (or fit a CSV with --from-csv)."""
+    from boomerang.services import clv as clv_service
+
     if fmt not in ("table", "json"):
         raise InputError(f"unknown format {fmt!r}", hint="use table or json")
     if from_csv is not None:
@@ -168,6 +172,8 @@ def backtest(
     ] = "table",
 ) -> None:
     """Compare predicted and actual repeat purchases in a holdout, against a naive baseline."""
+    from boomerang.services import clv as clv_service
+
     path, store_name = resolve(db, store)
     _progress("reading orders and fitting the calibration period…")
     r = clv_service.backtest_store(
@@ -222,6 +228,8 @@ def export(
     ] = None,
 ) -> None:
     """Export the stored per-customer predictions to CSV or Parquet."""
+    from boomerang.services import clv as clv_service
+
     path, store_name = resolve(db, store)
     n = clv_service.export_predictions(path, store_name, out=out, fmt=fmt, model=model)
     console.print(f"wrote {n:,} predictions to {out}")

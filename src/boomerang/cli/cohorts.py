@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -21,7 +21,9 @@ from boomerang.cli.metrics import (
     emit,
     parse_day,
 )
-from boomerang.services.analytics import CohortsResult, cohorts, historical_clv
+
+if TYPE_CHECKING:
+    from boomerang.services.analytics import CohortsResult
 
 
 class CohortMeasure(StrEnum):
@@ -95,6 +97,8 @@ def cohorts_command(
     account_status: AccountOption = None,
 ) -> None:
     """Cohort matrix: customers (or revenue) of each acquisition cohort in each later period."""
+    from boomerang.services.analytics import cohorts, historical_clv
+
     path, store_name = resolve(db, store)
     if by is CohortMeasure.CLV:
         clv = historical_clv(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,7 +11,9 @@ from boomerang.cli.common import console
 from boomerang.cli.imports import print_summary
 from boomerang.domain.clock import from_micros
 from boomerang.domain.money import Money
-from boomerang.services.demo import run_demo
+
+if TYPE_CHECKING:
+    pass
 
 
 def demo(
@@ -23,6 +25,8 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 7,
 ) -> None:
     """Simulate a store as Shopify exports, import them, and show what Boomerang sees."""
+    from boomerang.services.demo import run_demo
+
     with console.status("demo") as status:
         result = run_demo(
             directory, customers=customers, days=days, seed=seed, on_step=status.update

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -11,12 +11,14 @@ from rich.table import Table
 
 from boomerang.cli.common import DbOption, StoreOption, console, err_console, resolve
 from boomerang.errors import ImportRejectedError
-from boomerang.ingest.registry import READERS
-from boomerang.services.imports import ImportSummary, run_import
+from boomerang.ingest.kinds import IMPORT_KINDS
+
+if TYPE_CHECKING:
+    from boomerang.services.imports import ImportSummary
 
 
 def import_file(
-    kind: Annotated[str, typer.Argument(help=f"Layout of the file: {', '.join(sorted(READERS))}.")],
+    kind: Annotated[str, typer.Argument(help=f"Layout of the file: {', '.join(IMPORT_KINDS)}.")],
     file: Annotated[Path, typer.Argument(help="The export file to import.")],
     db: DbOption = None,
     store: StoreOption = None,
@@ -51,6 +53,8 @@ def import_file(
     ] = "UTC",
 ) -> None:
     """Import a store export; re-running the same file changes nothing."""
+    from boomerang.services.imports import run_import
+
     path, store_name = resolve(db, store)
     with Progress(
         SpinnerColumn(),

@@ -6,15 +6,18 @@ import json
 import sys
 from datetime import date
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
 from rich.table import Table
 
 from boomerang.cli.common import DbOption, StoreOption, console, resolve
 from boomerang.errors import InputError
-from boomerang.services.analytics import CustomerFilter, MetricOptions, MetricsResult, metrics
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from boomerang.services.analytics import CustomerFilter, MetricsResult
 
 
 class OutputFormat(StrEnum):
@@ -60,6 +63,8 @@ def parse_day(text: str | None, option: str) -> date | None:
 
 
 def customer_filter(country: list[str] | None, account: list[str] | None) -> CustomerFilter:
+    from boomerang.services.analytics import CustomerFilter
+
     return CustomerFilter(countries=tuple(country or ()), account_statuses=tuple(account or ()))
 
 
@@ -114,6 +119,8 @@ def emit(result_records: list[dict[str, object]], fmt: OutputFormat, frame: pl.D
     if fmt is OutputFormat.JSON:
         sys.stdout.write(json.dumps(result_records, indent=2) + "\n")
     else:
+        import polars as pl
+
         frame.with_columns(pl.col(pl.Float64).round(6)).write_csv(sys.stdout)
 
 
@@ -131,6 +138,8 @@ def metrics_command(
     account_status: AccountOption = None,
 ) -> None:
     """Retention metrics per period: CRR (with S, E, N), repeat rate, frequency, AOV, churn..."""
+    from boomerang.services.analytics import MetricOptions, metrics
+
     path, store_name = resolve(db, store)
     try:
         options = MetricOptions(activity_window_days=window)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from boomerang.cli.common import DbOption, StoreOption, console, resolve
 from boomerang.cli.metrics import FromOption, ToOption, parse_day
 from boomerang.errors import InputError
-from boomerang.services.analytics import MetricOptions, build_report
+
+if TYPE_CHECKING:
+    pass
 
 
 def report_command(
@@ -29,6 +31,8 @@ def report_command(
     ] = 5.0,
 ) -> None:
     """Write the retention report (KPIs, trends, cohorts, churn, growth, lifecycle) as HTML."""
+    from boomerang.services.analytics import MetricOptions, build_report
+
     path, store_name = resolve(db, store)
     try:
         options = MetricOptions(activity_window_days=window)

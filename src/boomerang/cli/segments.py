@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -14,7 +14,9 @@ from boomerang.cli.common import DbOption, StoreOption, console, err_console, re
 from boomerang.domain.clock import from_micros, now_micros, to_micros
 from boomerang.errors import InputError
 from boomerang.segments.fields import all_fields
-from boomerang.services import segments as service
+
+if TYPE_CHECKING:
+    pass
 
 app = typer.Typer(
     help="Customer segments: RFM, built-in retention segments and your own rules.",
@@ -56,6 +58,8 @@ def list_command(
     db: DbOption = None, store: StoreOption = None, as_json: JsonOption = False
 ) -> None:
     """List the store's segments with their current member counts."""
+    from boomerang.services import segments as service
+
     db_url, store_name = resolve(db, store)
     infos = service.list_segments(db_url, store_name)
     if as_json:
@@ -74,6 +78,8 @@ def show_command(
     store: StoreOption = None,
 ) -> None:
     """Show one segment: its rule in the text syntax, description and member count."""
+    from boomerang.services import segments as service
+
     db_url, store_name = resolve(db, store)
     info = service.show_segment(db_url, store_name, name)
     console.print(f"[bold]{info.name}[/] ({info.kind}) — {info.title}", highlight=False)
@@ -90,6 +96,8 @@ def create_command(
     store: StoreOption = None,
 ) -> None:
     """Create or update segments from a file (validated before anything is written)."""
+    from boomerang.services import segments as service
+
     db_url, store_name = resolve(db, store)
     result = service.create_segments(db_url, store_name, file)
     for what in ("created", "updated", "unchanged"):
@@ -106,6 +114,8 @@ def delete_command(
     store: StoreOption = None,
 ) -> None:
     """Delete a segment: its members exit (with events) and the definition is retired."""
+    from boomerang.services import segments as service
+
     db_url, store_name = resolve(db, store)
     exited = service.delete_segment(db_url, store_name, name)
     console.print(f"deleted {name}; {exited:,} members exited")
@@ -125,6 +135,8 @@ def refresh_command(
     as_json: JsonOption = False,
 ) -> None:
     """Re-evaluate every segment and write who entered and who exited (nothing if unchanged)."""
+    from boomerang.services import segments as service
+
     db_url, store_name = resolve(db, store)
     if customer is not None:
         live = service.reevaluate(db_url, store_name, customer, at=moment(as_of))
@@ -173,6 +185,8 @@ def why_command(
     as_of: AsOfOption = None,
 ) -> None:
     """Explain a membership condition by condition: the customer's value and whether it holds."""
+    from boomerang.services import segments as service
+
     db_url, store_name = resolve(db, store)
     result = service.why(db_url, store_name, customer, segment, as_of=moment(as_of))
     verdict = "IS" if result.member_now else "is NOT"
@@ -196,6 +210,8 @@ def export_command(
     store: StoreOption = None,
 ) -> None:
     """Export the current members with identity and key metrics (orders, revenue, RFM...)."""
+    from boomerang.services import segments as service
+
     db_url, store_name = resolve(db, store)
     path, rows = service.export_segment(db_url, store_name, name, out, fmt=fmt)
     console.print(f"wrote {rows:,} members to {path}")
@@ -232,6 +248,8 @@ def rfm_command(
     as_json: JsonOption = False,
 ) -> None:
     """RFM segment sizes and revenue share, the R x FM grid, and movement between two dates."""
+    from boomerang.services import segments as service
+
     db_url, store_name = resolve(db, store)
     at, before = moment(as_of), moment(compare, "--compare")
     if moved_from or moved_to:

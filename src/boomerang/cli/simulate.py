@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from boomerang.cli.common import DbOption, StoreOption, console, resolve
-from boomerang.services import simulation
+
+if TYPE_CHECKING:
+    pass
 
 
 def simulate(
@@ -41,6 +43,8 @@ def simulate(
 
     The model and every parameter are described in docs/simulator.md.
     """
+    from boomerang.services import simulation
+
     path, store_name = resolve(db, store)
     result = simulation.run(
         customers=customers, days=days, seed=seed, out_dir=out_dir, db=path, store=store_name

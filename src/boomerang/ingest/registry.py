@@ -15,6 +15,7 @@ from boomerang.ingest import (
     woocommerce,
 )
 from boomerang.ingest.batch import ParsedBatch
+from boomerang.ingest.kinds import IMPORT_KINDS
 from boomerang.ingest.options import ReadOptions
 
 Reader = Callable[[Path, ReadOptions], ParsedBatch]
@@ -27,6 +28,7 @@ READERS: dict[str, Reader] = {
     "csv": generic.read_orders,
     "events": events.read_events,
 }
+assert set(READERS) == set(IMPORT_KINDS), "ingest/kinds.py must name every reader"
 
 
 def reader_for(kind: str) -> Reader:
