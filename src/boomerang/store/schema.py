@@ -526,3 +526,130 @@ membership_payments = Table(
     UniqueConstraint("store_id", "idempotency_key"),
     Index("ix_membership_payments_membership", "membership_id"),
 )
+
+# -- campaigns -------------------------------------------------------------------------------
+
+# A store's flows (validated definitions, versioned on change).
+flows = Table(
+    "flows",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("name", String(64), nullable=False),
+    Column("definition", Text, nullable=False),  # JSON of the validated flow
+    Column("version", BigInteger, nullable=False),
+    Column("status", String(8), nullable=False),  # active | paused
+    Column("cursor_at", BigInteger),  # triggers seen up to here (exclusive)
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("store_id", "name"),
+)
+
+# One customer's way through one flow (one per entry: ``entry_key`` names what let them in).
+flow_runs = Table(
+    "flow_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("flow_id", Id, ForeignKey("flows.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("entry_key", String(200), nullable=False),
+    Column("status", String(8), nullable=False),  # active | done | exited
+    Column("holdout", Integer, nullable=False),
+    Column("step_id", String(64), nullable=False),  # the next step to run
+    Column("due_at", BigInteger, nullable=False),
+    Column("entered_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False),  # bumped by every advance (optimistic)
+    Column("exit_reason", String(200)),
+    Column("context", Text, nullable=False),  # JSON: trigger facts, variants, coupons
+    UniqueConstraint("flow_id", "customer_id", "entry_key"),
+    Index("ix_flow_runs_due", "store_id", "status", "due_at"),
+    Index("ix_flow_runs_customer", "store_id", "customer_id"),
+)
+
+# Every message is one row, unique by (flow run, step); the dispatcher claims rows.
+# Status: queued -> sending -> sent | failed | in_doubt; or skipped (with the reason).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("message_key", String(200), nullable=False),
+    Column("flow_id", Id, ForeignKey("flows.id")),
+    Column("run_id", Id, ForeignKey("flow_runs.id")),
+    Column("step_id", String(64)),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("channel", String(8), nullable=False),
+    Column("template", String(200), nullable=False),
+    Column("transactional", Integer, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("holdout", Integer, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("reason", String(200)),
+    Column("not_before", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("attempts", Integer, nullable=False),
+    Column("claimed_by", String(64)),
+    Column("claimed_at", BigInteger),
+    Column("sent_at", BigInteger),
+    Column("provider_id", String(200)),
+    Column("context", Text, nullable=False),  # JSON for the template (coupon codes, variant)
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("store_id", "message_key"),
+    Index("ix_outbox_ready", "store_id", "status", "not_before"),
+    Index("ix_outbox_customer", "store_id", "customer_id", "channel", "sent_at"),
+)
+
+# The arbiter's gate: the last marketing send per customer and channel, moved with a
+# conditional UPDATE so two workers can never both take a customer's capped slot.
+contact_slots = Table(
+    "contact_slots",
+    metadata,
+    Column("store_id", Id, ForeignKey("stores.id"), primary_key=True),
+    Column("customer_id", Id, ForeignKey("customers.id"), primary_key=True),
+    Column("channel", String(8), primary_key=True),
+    Column("last_marketing_at", BigInteger),
+)
+
+# Opens, clicks, unsubscribes, bounces of a message (signed tokens carry the outbox id).
+message_events = Table(
+    "message_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("outbox_id", Id, ForeignKey("outbox.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("type", String(16), nullable=False),  # open | click | unsubscribe | bounce
+    Column("url", Text),
+    Column("occurred_at", BigInteger, nullable=False),
+    Index("ix_message_events_outbox", "outbox_id", "type"),
+    Index("ix_message_events_customer", "store_id", "customer_id", "occurred_at"),
+)
+
+# Work for people: "send a handwritten note and gift to this VIP".
+staff_tasks = Table(
+    "staff_tasks",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _store_fk(),
+    Column("run_id", Id, ForeignKey("flow_runs.id")),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("task_key", String(200), nullable=False),
+    Column("title", String(500), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(8), nullable=False),  # open | done
+    Column("created_at", BigInteger, nullable=False),
+    Column("done_at", BigInteger),
+    UniqueConstraint("store_id", "task_key"),
+)
+
+# Per-store campaign settings (caps, quiet hours, sender, unsubscribe base URL) as JSON.
+campaign_settings = Table(
+    "campaign_settings",
+    metadata,
+    Column("store_id", Id, ForeignKey("stores.id"), primary_key=True),
+    Column("config", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
