@@ -1,0 +1,1 @@
+"""Delivery channels: SMTP email, Twilio-compatible SMS, push/webhook, and .eml files."""
