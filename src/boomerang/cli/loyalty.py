@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 from sqlalchemy import Engine
 
 from boomerang.cli.common import DbOption, StoreOption, console, resolve
+from boomerang.cli.metrics import parse_day
 from boomerang.cli.segments import moment
+from boomerang.domain.clock import from_micros
+from boomerang.domain.money import Money, currency_exponent
 from boomerang.services import loyalty as service
+from boomerang.services import loyalty_simulator
 from boomerang.services.context import open_engine
 
 app = typer.Typer(
@@ -334,3 +340,129 @@ def spend_credit_command(
     with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(service.spend_credit(engine, store_name, cid, amount, key=key, order_ref=order))
+
+
+@app.command("simulate")
+def simulate_command(
+    file: Annotated[
+        Path, typer.Argument(help="YAML or JSON program to try (docs/loyalty.md); not stored.")
+    ],
+    redemption_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--redemption-rate",
+            min=0.0,
+            max=1.0,
+            help="Share of earned points customers redeem at most, 0 to 1 (default: the "
+            "file's simulation.redemption_rate, else 0.6).",
+        ),
+    ] = None,
+    point_value: Annotated[
+        float | None,
+        typer.Option(
+            "--point-value",
+            min=0.0,
+            help="What one point costs the store, in minor units (1 = one cent); default "
+            "the best value per point among the program's amount_off/store_credit rewards.",
+        ),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="Launch day (YYYY-MM-DD); default the first order's."),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--to", help="Last day (YYYY-MM-DD), inclusive; default the last order's."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    db: DbOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Replay a proposed program over the store's past orders: points issued, redeemed and
+    expired, outstanding liability, tier mix and cost as % of revenue (nothing is stored)."""
+    db_url, store_name = resolve(db, store)
+    with console.status("replaying the orders", spinner="dots") if not as_json else nullcontext():
+        result = loyalty_simulator.simulate_program(
+            db_url, store_name, file, redemption_rate=redemption_rate,
+            point_value_minor=point_value, start=parse_day(start, "--from"),
+            end=parse_day(end, "--to"),
+        )  # fmt: skip
+    if as_json:
+        sys.stdout.write(json.dumps({"store": store_name, **result.records()}, indent=2) + "\n")
+        return
+    _print_simulation(store_name, result)
+
+
+def _money(minor: int, currency: str) -> str:
+    m = Money.from_minor(minor, currency)
+    return f"{m.amount:,} {m.currency}"
+
+
+def _print_simulation(store_name: str, r: loyalty_simulator.SimulationResult) -> None:
+    cur = r.currency
+    first, last = from_micros(r.start).date(), from_micros(r.end - 1).date()
+
+    def worth(points: int) -> str:
+        return _money(round(points * r.point_value_minor), cur)
+
+    def share(part: float, whole: float, digits: int = 1) -> str:
+        return f"{part / whole:.{digits}%}" if whole else "n/a"
+
+    def of_revenue(minor: int) -> str:
+        return share(minor, r.revenue_minor, 2)
+
+    table = Table(title=f"program simulation · store '{store_name}' · {first} to {last}")
+    for name in ("figure", "points", cur, "% of revenue"):
+        table.add_column(name, justify="left" if name == "figure" else "right")
+    table.add_row("revenue (net of refunds)", "", _money(r.revenue_minor, cur), "100.00%")
+    table.add_row(
+        "points issued", f"{r.points_issued:,}", worth(r.points_issued),
+        of_revenue(round(r.points_issued * r.point_value_minor)),
+    )  # fmt: skip
+    table.add_row(
+        "points redeemed", f"{r.points_redeemed:,}", _money(r.redemption_cost_minor, cur),
+        of_revenue(r.redemption_cost_minor),
+    )  # fmt: skip
+    table.add_row(
+        "points expired", f"{r.points_expired:,}", worth(r.points_expired),
+        of_revenue(round(r.points_expired * r.point_value_minor)),
+    )  # fmt: skip
+    table.add_row(
+        "outstanding liability", f"{r.points_outstanding:,}", _money(r.liability_minor, cur),
+        of_revenue(r.liability_minor),
+    )  # fmt: skip
+    table.add_row(
+        "[bold]cost (redeemed + liability)[/]", "", f"[bold]{_money(r.cost_minor, cur)}[/]",
+        f"[bold]{of_revenue(r.cost_minor)}[/]",
+    )  # fmt: skip
+    table.add_row(
+        "expected cost (less breakage)", "", _money(r.expected_cost_minor, cur),
+        of_revenue(r.expected_cost_minor),
+    )  # fmt: skip
+    console.print(table)
+    src = r.issued_by_source
+    value = r.point_value_minor.scaleb(-currency_exponent(cur))
+    console.print(
+        f"{r.members:,} members (customers with an order), {r.orders:,} orders. Issued: orders "
+        f"{src['orders']:,}, first-order bonus {src['first_order_bonus']:,}, account "
+        f"{src['account_created']:,}, tier entry {src['tier_entry']:,}. {r.redemptions:,} "
+        f"rewards redeemed by {r.redeemers:,} customers "
+        f"({share(r.points_redeemed, r.points_issued)} of the points issued)."
+    )
+    console.print(
+        f"Assumptions: a customer redeems the cheapest reward open to them as soon as the "
+        f"balance covers it, up to {r.redemption_rate:.0%} of the points they earned; one "
+        f"point costs the store {value.normalize():f} {cur} ({r.point_value_source}). "
+        "Liability = outstanding points x that value; expected cost counts only the part of "
+        "the liability the redemption rate says will be redeemed."
+    )
+    if r.tier_mix:
+        tiers = Table(title=f"tier mix on {last}")
+        tiers.add_column("tier")
+        tiers.add_column("customers", justify="right")
+        tiers.add_column("share", justify="right")
+        for name, count in r.tier_mix.items():
+            tiers.add_row(name, f"{count:,}", share(count, r.members))
+        console.print(tiers)
+    for note in r.notes:
+        console.print(f"note: {note}")

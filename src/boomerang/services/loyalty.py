@@ -791,6 +791,8 @@ def set_program(db: str, store: str, path: Path) -> tuple[Program, int]:
         raise InputError(f"{path}: no such file", hint="check the path") from None
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML/JSON ({exc})", hint="fix the syntax") from None
+    if isinstance(raw, dict):  # the simulator's assumptions travel in the same file
+        raw = {k: v for k, v in raw.items() if k != "simulation"}
     program = parse_program(raw, origin=path.name)
     engine = open_engine(db)
     try:
@@ -991,7 +993,7 @@ def evaluate_tier(
     if up and level is not None and level.entry_points:
         earn(
             engine, store, customer_id, level.entry_points, key=f"tier-entry:{customer_id}:{new}", system=True,
-            reason=f"welcome to {new}", now=at,
+            reason=f"welcome to {new}", now=at, expires_at=lot_expiry(program, at),
         )  # fmt: skip
     return TierChange(customer_id, old, new, measure)
 
