@@ -15,7 +15,9 @@ from boomerang.cli import (
     demo,
     imports,
     loyalty,
+    memberships,
     metrics,
+    referrals,
     report,
     segments,
     simulate,
@@ -44,6 +46,8 @@ app.add_typer(clv.app, name="clv")
 app.add_typer(segments.app, name="segments")
 app.add_typer(loyalty.app, name="loyalty")
 app.add_typer(loyalty.coupons_app, name="coupons")
+app.add_typer(memberships.app, name="memberships")
+app.add_typer(referrals.app, name="referrals")
 
 
 def main() -> None:

@@ -9,11 +9,12 @@ agree on one definition.
 from __future__ import annotations
 
 import math
+import string
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from boomerang.domain.clock import MICROS_PER_DAY, to_micros
 from boomerang.errors import InputError
@@ -115,6 +116,10 @@ class ReferralReward(_Model):
     coupon_days: int = Field(60, ge=1, description="validity of a coupon reward")
 
 
+SHARE_CHANNELS = ("email", "facebook", "messenger", "sms", "whatsapp", "copy")
+SHARE_PLACEHOLDERS = ("first_name", "link", "friend_reward")
+
+
 class Referrals(_Model):
     """Two-sided referrals (seed 000: the referrer gets $125 off, the friend $25)."""
 
@@ -130,6 +135,27 @@ class Referrals(_Model):
         description="per channel (email, facebook, messenger, sms, whatsapp, copy): a text "
         "with {first_name}, {link}, {friend_reward}; missing channels use the defaults",
     )
+
+    @field_validator("share_texts")
+    @classmethod
+    def _share_texts(cls, texts: dict[str, str]) -> dict[str, str]:
+        """Caught when the program is set, not when a customer first asks for their link."""
+        for channel, text in texts.items():
+            if channel not in SHARE_CHANNELS:
+                raise ValueError(
+                    f"unknown share channel {channel!r} (use {', '.join(SHARE_CHANNELS)})"
+                )
+            try:
+                names = {n for _, n, _, _ in string.Formatter().parse(text) if n is not None}
+            except ValueError as exc:
+                raise ValueError(f"{channel}: {exc} (write {{{{ and }}}} for a brace)") from None
+            unknown = names - set(SHARE_PLACEHOLDERS)
+            if unknown:
+                raise ValueError(
+                    f"{channel}: unknown placeholder {{{sorted(unknown)[0]}}} "
+                    "(use {first_name}, {link}, {friend_reward})"
+                )
+        return texts
 
 
 class Program(_Model):

@@ -6,7 +6,7 @@ the page opens without a network connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -312,9 +312,16 @@ _env = Environment(
 )
 
 
-def render_report(ov: Overview, store: str, clv_html: str = "", rfm_html: str = "") -> str:
-    """The whole page as one HTML string; ``clv_html`` is the predicted-CLV section and
-    ``rfm_html`` the RFM segments section."""
+def render_report(
+    ov: Overview,
+    store: str,
+    clv_html: str = "",
+    rfm_html: str = "",
+    extra: Sequence[tuple[str, str, str]] = (),
+) -> str:
+    """The whole page as one HTML string; ``clv_html`` is the predicted-CLV section,
+    ``rfm_html`` the RFM segments section, ``extra`` further (id, title, html) sections of
+    other capabilities (memberships, flows), placed before the definitions."""
     charts = _Charts()
     tiles, tile_period = _tiles(ov)
     latest_churn = ov.churn.filter(pl.col("period_start") == ov.churn["period_start"].max())
@@ -324,7 +331,8 @@ def render_report(ov: Overview, store: str, clv_html: str = "", rfm_html: str = 
         clv_html=clv_html,
         rfm_html=rfm_html,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        sections=SECTIONS,
+        sections=[*SECTIONS[:-1], *((i, t) for i, t, _ in extra), SECTIONS[-1]],
+        extra=extra,
         tiles=tiles,
         tile_period=tile_period,
         trends=_trend_charts(ov, charts),

@@ -26,6 +26,7 @@ from boomerang.errors import InputError
 from boomerang.reports.retention import render_report
 from boomerang.services.clv import clv_section
 from boomerang.services.context import open_engine
+from boomerang.services.memberships import membership_section
 from boomerang.services.segments import rfm_section
 from boomerang.store.repos import analytics_source
 from boomerang.store.repos import stores as stores_repo
@@ -232,9 +233,14 @@ def build_report(
         engine.close()
     # RFM as of the end of the report's data (the day after its last day, UTC midnight).
     rfm_as_of = to_micros(datetime.combine(ov.end + timedelta(days=1), time.min, tzinfo=UTC))
+    extra = []
+    members_html = membership_section(db, store, as_of=rfm_as_of)
+    if members_html:
+        extra.append(("memberships", "Paid memberships", members_html))
     html = render_report(
-        ov, store, clv_html=clv_section(db, store), rfm_html=rfm_section(db, store, as_of=rfm_as_of)
-    )
+        ov, store, clv_html=clv_section(db, store),
+        rfm_html=rfm_section(db, store, as_of=rfm_as_of), extra=extra,
+    )  # fmt: skip
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(html, encoding="utf-8")
     latest = _latest_complete(ov.monthly)

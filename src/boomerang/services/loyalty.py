@@ -239,23 +239,46 @@ def earn(
     at = now_micros() if now is None else now
     with engine.begin() as conn:
         row = _store(conn, store)
-        claim = _claim(
-            conn, row.id, key=key, kind="earn", customer_id=customer_id, order_ref=order_ref,
-            reason=reason, actor=actor, now=at, system=system,
-            payload={"customer": customer_id, "points": points, "expires_at": expires_at, "order": order_ref},
+        return earn_in(
+            conn, row.id, customer_id, points, key=key, reason=reason, actor=actor,
+            expires_at=expires_at, order_ref=order_ref, at=at, system=system,
         )  # fmt: skip
-        if claim.id is None:
-            assert claim.stored_result is not None
-            return _replay(claim.stored_result)
-        customer, issued = _points_accounts(conn, row.id, customer_id, AccountKind.ISSUED, at)
-        balance = _credit(conn, row.id, claim.id, customer, issued, points, expires_at, at)
-        repo.add_event(
-            conn, row.id, customer_id, "points_earned",
-            {"points": points, "balance": balance, "reason": reason},
-            f"earn:{SYSTEM_PREFIX if system else ''}{key}", at,
-        )  # fmt: skip
-        result = _result(claim.id, customer_id, points, balance)
-        repo.finish(conn, claim.id, result)
+
+
+def earn_in(
+    conn: Connection,
+    store_id: int,
+    customer_id: int,
+    points: int,
+    *,
+    key: str,
+    reason: str,
+    actor: str,
+    expires_at: int | None,
+    order_ref: str | None,
+    at: int,
+    system: bool = False,
+) -> LedgerResult:
+    """`earn` inside the caller's transaction (a campaign step grants points atomically
+    with the step that grants them)."""
+    _check_points(points)
+    claim = _claim(
+        conn, store_id, key=key, kind="earn", customer_id=customer_id, order_ref=order_ref,
+        reason=reason, actor=actor, now=at, system=system,
+        payload={"customer": customer_id, "points": points, "expires_at": expires_at, "order": order_ref},
+    )  # fmt: skip
+    if claim.id is None:
+        assert claim.stored_result is not None
+        return _replay(claim.stored_result)
+    customer, issued = _points_accounts(conn, store_id, customer_id, AccountKind.ISSUED, at)
+    balance = _credit(conn, store_id, claim.id, customer, issued, points, expires_at, at)
+    repo.add_event(
+        conn, store_id, customer_id, "points_earned",
+        {"points": points, "balance": balance, "reason": reason},
+        f"earn:{SYSTEM_PREFIX if system else ''}{key}", at,
+    )  # fmt: skip
+    result = _result(claim.id, customer_id, points, balance)
+    repo.finish(conn, claim.id, result)
     return LedgerResult(claim.id, customer_id, points, balance)
 
 
@@ -670,15 +693,44 @@ def issue_coupon(
     at = now_micros() if now is None else now
     with engine.begin() as conn:
         row = _store(conn, store)
-        code = _insert_coupon(
-            conn,
-            {
-                "store_id": row.id, "kind": kind, "value": value, "currency": currency,
-                "customer_id": customer_id, "max_uses": max_uses, "uses": 0,
-                "per_customer": per_customer, "expires_at": expires_at, "source": source,
-                "created_at": at,
-            },
+        return issue_coupon_in(
+            conn, row.id, kind=kind, value=value, currency=currency, customer_id=customer_id,
+            max_uses=max_uses, per_customer=per_customer, expires_at=expires_at, source=source,
+            at=at,
         )  # fmt: skip
+
+
+def issue_coupon_in(
+    conn: Connection,
+    store_id: int,
+    *,
+    kind: str,
+    value: int,
+    currency: str | None,
+    customer_id: int | None,
+    max_uses: int,
+    per_customer: int | None,
+    expires_at: int | None,
+    source: str,
+    at: int,
+    once: bool = False,
+) -> Coupon:
+    """`issue_coupon` inside the caller's transaction. ``once``: ``source`` names the one
+    coupon this request may ever create (a campaign step): a retry returns that coupon."""
+    if once:
+        found = repo.coupon_by_source(conn, store_id, source)
+        if found is not None:
+            return Coupon(str(found["code"]), str(found["kind"]), int(found["value"]),
+                          int(found["max_uses"]), found["expires_at"])  # fmt: skip
+    code = _insert_coupon(
+        conn,
+        {
+            "store_id": store_id, "kind": kind, "value": value, "currency": currency,
+            "customer_id": customer_id, "max_uses": max_uses, "uses": 0,
+            "per_customer": per_customer, "expires_at": expires_at, "source": source,
+            "created_at": at,
+        },
+    )  # fmt: skip
     return Coupon(code, kind, value, max_uses, expires_at)
 
 
@@ -1126,14 +1178,24 @@ def grant_credit(
     reason: str,
     actor: str = "system",
     now: int | None = None,
+    system: bool = False,
 ) -> LedgerResult:
-    """Store credit (minor units of the store currency) on the same ledger as points."""
+    """Store credit (minor units of the store currency) on the same ledger as points;
+    ``system`` as for `earn`."""
     _check_points(amount_minor)
     at = now_micros() if now is None else now
     with engine.begin() as conn:
         row = _store(conn, store)
         return _grant_credit_in(
-            conn, row, customer_id, amount_minor, key=key, reason=reason, actor=actor, at=at
+            conn,
+            row,
+            customer_id,
+            amount_minor,
+            key=key,
+            reason=reason,
+            actor=actor,
+            at=at,
+            system=system,
         )
 
 

@@ -30,7 +30,7 @@ from boomerang.segments.bulk import Reference, evaluate_all
 from boomerang.segments.model import Definition, parse_definition
 from boomerang.segments.plan import Plan, build_plan
 from boomerang.segments.single import Explanation, SingleEvaluator
-from boomerang.segments.text import to_text
+from boomerang.segments.text import parse_text, to_text
 from boomerang.services.context import open_engine
 from boomerang.store.bulk import bulk_transaction
 from boomerang.store.repos import customers as customers_repo
@@ -764,3 +764,39 @@ def rfm_section(db: str, store: str, *, as_of: int) -> str:
         grid=summary.grid,
         names=names,
     )
+
+
+# -- ad-hoc rules (campaign splits and exits) ------------------------------------------------
+
+_RULE_PLANS: dict[tuple[int, str, tuple[str, ...]], Plan] = {}
+
+
+def rule_flags(
+    conn: Connection, store: stores_repo.Store, rules: list[str], customer_ids: list[int], at: int
+) -> dict[int, dict[str, bool]]:
+    """Whether each rule (text syntax) holds for each customer at ``at``, with the same
+    evaluator and stored thresholds as live segment updates. Rules may name segments."""
+    if not rules or not customer_ids:
+        return {}
+    texts = tuple(sorted(set(rules)))
+    _, version = repo.versions(conn, store.id)
+    key = (store.id, version, texts)
+    if key not in _RULE_PLANS:
+        stored = [r for r in repo.list_segments(conn, store.id) if r.kind != "deleted"]
+        adhoc = [
+            Definition(name=f"__rule_{i}", title=text, rule=parse_text(text, "rule"))
+            for i, text in enumerate(texts)
+        ]
+        _RULE_PLANS.clear()
+        _RULE_PLANS[key] = build_plan([*(_definition(r) for r in stored), *adhoc])
+    plan = _RULE_PLANS[key]
+    reference = _reference_for(conn, store.id)
+    evaluator = SingleEvaluator(plan, reference, store.currency, at)
+    out: dict[int, dict[str, bool]] = {}
+    for cid in customer_ids:
+        facts = customer_facts(conn, store.id, cid, plan, at, reference.get("predictions_model"))
+        if facts is None:
+            continue
+        flags = evaluator.evaluate(facts)
+        out[cid] = {text: bool(flags.get(f"__rule_{i}")) for i, text in enumerate(texts)}
+    return out

@@ -371,6 +371,7 @@ coupons = Table(
     Column("source", String(100), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("store_id", "code"),
+    Index("ix_coupons_source", "store_id", "source"),
 )
 
 coupon_redemptions = Table(

@@ -367,6 +367,17 @@ def coupon_for_update(conn: Connection, store_id: int, code: str) -> dict[str, A
     return None if row is None else dict(row)
 
 
+def coupon_by_source(conn: Connection, store_id: int, source: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            select(coupons).where(coupons.c.store_id == store_id, coupons.c.source == source)
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else dict(row)
+
+
 def coupon_uses_by(conn: Connection, coupon_id: int, customer_id: int) -> int:
     return int(
         conn.execute(
