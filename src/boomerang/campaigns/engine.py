@@ -1,0 +1,214 @@
+"""Advance one flow run: run its due steps until it waits, ends or exits.
+
+Pure: the caller passes the facts it gathered for the run's customer (orders since entry,
+which rules hold, the timezone, date properties) and an `Effects` port that applies what
+the steps do (issue a coupon, grant points, create a task, update the profile) inside the
+caller's transaction. Sends and webhooks come back as `Outgoing` messages for the outbox.
+
+Times are the run's *scheduled* times, not the tick's: a run that waited 1 day from a step
+due at t continues at t + 1 day even when the tick comes later, so simulated time and a
+late worker give the same schedule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+from typing import Any, Protocol
+
+from boomerang.campaigns.arbiter import zone_of
+from boomerang.campaigns.flow import (
+    END,
+    Ab,
+    Flow,
+    GrantPoints,
+    IssueCoupon,
+    Send,
+    Split,
+    StaffTask,
+    UpdateProfile,
+    Wait,
+    Webhook,
+    wait_micros,
+)
+from boomerang.domain.clock import MICROS_PER_DAY, from_micros, to_micros
+
+#: A run that has executed this many steps in one advance is stopped: a guard against a
+#: flow whose every step is instant (they are acyclic, so this only bounds long chains).
+MAX_STEPS_PER_ADVANCE = 200
+
+
+@dataclass(frozen=True)
+class RunState:
+    run_id: int
+    customer_id: int
+    step_id: str
+    due_at: int
+    entered_at: int
+    holdout: bool
+    context: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the engine needs to know about the run's customer at this tick."""
+
+    last_order_at: int | None = None
+    rules: dict[str, bool] = field(default_factory=dict)  # rule text -> holds now
+    timezone: str | None = None
+    dates: dict[str, int | None] = field(default_factory=dict)  # property -> next occurrence
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message for the outbox (unique by run and step)."""
+
+    step_id: str
+    channel: str
+    template: str
+    transactional: bool
+    not_before: int
+    context: dict[str, Any]
+
+
+@dataclass
+class Advance:
+    step_id: str
+    due_at: int
+    status: str  # active | done | exited
+    exit_reason: str | None
+    context: dict[str, Any]
+    outgoing: list[Outgoing] = field(default_factory=list)
+    executed: list[str] = field(default_factory=list)
+
+
+class Effects(Protocol):
+    """Applies a step's side effect for a run (idempotent by run and step)."""
+
+    def coupon(self, run: RunState, step_id: str, spec: Any, at: int) -> dict[str, Any]: ...
+
+    def points(self, run: RunState, step_id: str, spec: Any, at: int) -> None: ...
+
+    def task(self, run: RunState, step_id: str, spec: Any, at: int) -> None: ...
+
+    def profile(self, run: RunState, step_id: str, spec: Any, at: int) -> None: ...
+
+
+def variant_for(flow_name: str, step_id: str, customer_id: int, weights: list[int]) -> int:
+    """A deterministic weighted choice: the same customer gets the same variant on every
+    retry and every worker (sha256 of flow, step and customer)."""
+    digest = hashlib.sha256(f"{flow_name}\x00{step_id}\x00{customer_id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") % sum(weights)
+    for i, w in enumerate(weights):
+        if point < w:
+            return i
+        point -= w
+    return len(weights) - 1
+
+
+def in_holdout(flow_name: str, customer_id: int, share: float) -> bool:
+    """Deterministic holdout membership per flow and customer (stable across entries, so a
+    customer's group never flips between runs)."""
+    digest = hashlib.sha256(f"holdout\x00{flow_name}\x00{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def next_local_time(after: int, hhmm: Any, timezone: str | None) -> int:
+    """The first moment >= ``after`` that is ``hhmm`` on the customer's wall clock."""
+    zone = zone_of(timezone)
+    local = from_micros(after).astimezone(zone)
+    candidate = local.replace(hour=hhmm.hour, minute=hhmm.minute, second=0, microsecond=0)
+    if candidate < local:
+        candidate = (candidate + timedelta(days=1)).replace(hour=hhmm.hour, minute=hhmm.minute)
+    return to_micros(candidate.astimezone(UTC))
+
+
+def advance(flow: Flow, run: RunState, facts: Facts, now: int, effects: Effects) -> Advance:
+    """Run every step that is due by ``now``; stop at a wait that ends later, the end, or
+    an exit condition (checked before every step)."""
+    out = Advance(run.step_id, run.due_at, "active", None, dict(run.context))
+    for _ in range(MAX_STEPS_PER_ADVANCE):
+        if out.status != "active":
+            return out
+        if out.step_id == END:
+            out.status = "done"
+            return out
+        if out.due_at > now:
+            return out
+        reason = _exit_reason(flow, run, facts)
+        if reason is not None:
+            out.status, out.exit_reason = "exited", reason
+            return out
+        _run_step(flow, run, facts, out, effects)
+    return out
+
+
+def _exit_reason(flow: Flow, run: RunState, facts: Facts) -> str | None:
+    last = facts.last_order_at
+    if flow.exit.placed_order and last is not None and last > run.entered_at:
+        return "placed an order"
+    if flow.exit.rule and facts.rules.get(flow.exit.rule):
+        return f"exit rule: {flow.exit.rule}"
+    return None
+
+
+def _run_step(flow: Flow, run: RunState, facts: Facts, out: Advance, effects: Effects) -> None:
+    step = flow.step(out.step_id)
+    at = out.due_at
+    out.executed.append(step.id)
+    following = flow.following(step.id)
+    if isinstance(step, Send):
+        out.outgoing.append(
+            Outgoing(step.id, step.send.channel, step.send.template, step.send.transactional,
+                     at, _message_context(out.context))
+        )  # fmt: skip
+    elif isinstance(step, Webhook):
+        context = {**_message_context(out.context), "url": step.webhook.url}
+        out.outgoing.append(Outgoing(step.id, "webhook", "", False, at, context))
+    elif isinstance(step, Wait):
+        out.step_id, out.due_at = following, _wait_until(step, at, facts, out)
+        return
+    elif isinstance(step, Split):
+        out.step_id = step.split.then if facts.rules.get(step.split.rule) else step.split.otherwise
+        return
+    elif isinstance(step, Ab):
+        weights = [v.weight for v in step.ab.variants]
+        chosen = step.ab.variants[variant_for(flow.name, step.id, run.customer_id, weights)]
+        out.context.setdefault("variants", {})[step.id] = chosen.name
+        out.step_id = chosen.next
+        return
+    elif not run.holdout:  # the holdout gets no treatment at all: no coupon, no points
+        if isinstance(step, IssueCoupon):
+            out.context.setdefault("coupons", {})[step.coupon.name] = effects.coupon(
+                run, step.id, step.coupon, at
+            )
+        elif isinstance(step, GrantPoints):
+            effects.points(run, step.id, step.points, at)
+        elif isinstance(step, StaffTask):
+            effects.task(run, step.id, step.task, at)
+        elif isinstance(step, UpdateProfile):
+            effects.profile(run, step.id, step.update_profile, at)
+    out.step_id = following
+
+
+def _wait_until(step: Wait, at: int, facts: Facts, out: Advance) -> int:
+    spec = step.wait
+    length = wait_micros(spec, f"steps.{step.id}.wait.duration")
+    if length is not None:
+        return at + length
+    if spec.until_time is not None:
+        return next_local_time(at, spec.until_time, facts.timezone)
+    assert spec.until is not None
+    when = facts.dates.get(spec.until)
+    if when is None:  # no such date for this customer: the flow cannot continue for them
+        out.status, out.exit_reason = "exited", f"no {spec.until} known"
+        out.step_id = END
+        return at
+    return max(at, when + spec.offset_days * MICROS_PER_DAY)
+
+
+def _message_context(context: dict[str, Any]) -> dict[str, Any]:
+    """What a message carries of its run (coupons issued so far, chosen variants)."""
+    keep = ("coupons", "variants", "trigger")
+    return {k: context[k] for k in keep if k in context}

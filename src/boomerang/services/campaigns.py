@@ -1,0 +1,700 @@
+"""Campaign use cases: store flows, let customers in, advance runs, dispatch the outbox.
+
+Three jobs, each safe to repeat and to run as several copies at once:
+
+- `enter`: scan each active flow's trigger from its cursor to now; one run per entry key
+  (an order, an event, a date), so a rescan inserts nothing.
+- `tick`: advance due runs in batches; in one transaction per batch the runs move on and
+  their messages are queued in the outbox, unique by (run, step). A crash before the
+  commit redoes the batch; after it, nothing is redone.
+- `dispatch`: claim ready messages, let the arbiter decide, render, mark ``sending``,
+  deliver, mark ``sent``. A worker killed mid-delivery leaves its message ``sending``;
+  recovery marks it ``in_doubt`` (listed by `boomerang outbox in-doubt`), never resends
+  it. Claimed messages that never reached a provider go back to the queue.
+
+docs/campaigns.md describes the model, the arbiter's rules and the guarantees.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import Connection, Engine
+
+from boomerang.campaigns.arbiter import ArbiterSettings, Candidate, Decision, decide
+from boomerang.campaigns.channels.base import (
+    Channel,
+    Message,
+    PermanentFailure,
+    TemporaryFailure,
+)
+from boomerang.campaigns.engine import Facts, Outgoing, RunState, advance, in_holdout
+from boomerang.campaigns.flow import (
+    Broadcast,
+    BrowseAbandoned,
+    CheckoutAbandoned,
+    DateProperty,
+    Flow,
+    Inactivity,
+    LoyaltyEvent,
+    OrderPlaced,
+    ReplenishmentDue,
+    SegmentChange,
+    SimpleTrigger,
+    SupportEvent,
+    parse_flow,
+    rules,
+)
+from boomerang.domain.clock import MICROS_PER_DAY, now_micros
+from boomerang.errors import InputError, NotFoundError
+from boomerang.loyalty.program import lot_expiry
+from boomerang.services import loyalty as loyalty_service
+from boomerang.services.context import open_engine
+from boomerang.services.segments import rule_flags
+from boomerang.store.repos import campaign_triggers as triggers
+from boomerang.store.repos import campaigns as repo
+from boomerang.store.repos import stores as stores_repo
+from boomerang.store.repos.campaign_triggers import Entry
+
+HOUR = 3_600_000_000
+#: A claimed message untouched this long belonged to a worker that died.
+LEASE = 10 * 60 * 1_000_000
+MAX_ATTEMPTS = 5
+TRANSACTIONAL_PRIORITY = 100
+
+Renderer = Callable[[dict[str, Any], dict[str, Any]], Message]
+
+
+# -- flows -----------------------------------------------------------------------------------
+
+
+def read_flow_files(paths: Iterable[Path]) -> list[Flow]:
+    """Flows from YAML/JSON files (a file holds one flow, or a list under ``flows:``)."""
+    out: list[Flow] = []
+    for path in paths:
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file", hint="check the path") from None
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path}: not valid YAML ({exc})", hint="fix the syntax") from None
+        items = raw.get("flows") if isinstance(raw, dict) and "flows" in raw else [raw]
+        if not isinstance(items, list):
+            raise InputError(f"{path}: flows: must be a list", hint="- name: welcome ...")
+        for i, item in enumerate(items):
+            origin = path.name if len(items) == 1 else f"{path.name}: flows[{i}]"
+            out.append(parse_flow(item, origin))
+    names = [f.name for f in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"flow {dupes[0]!r} is defined twice", hint="flow names are unique")
+    return out
+
+
+@dataclass
+class FlowSaved:
+    name: str
+    version: int
+    changed: bool
+
+
+def save_flows(
+    engine: Engine, store: str, flows: list[Flow], *, start: int | None = None
+) -> list[FlowSaved]:
+    """Store flows (all or none); a new flow sees triggers from ``start`` (default now)."""
+    at = now_micros()
+    out = []
+    with engine.begin() as conn:
+        row = stores_repo.get(conn, store)
+        for flow in flows:
+            for segment in _segments_named(flow):
+                if not triggers.segment_known(conn, row.id, segment):
+                    raise InputError(
+                        f"flow {flow.name!r} names segment {segment!r}, which this store lacks",
+                        hint="create it (`boomerang segments create`) or run `segments refresh` "
+                        "for the built-ins",
+                    )
+            saved, changed = repo.upsert_flow(
+                conn, row.id, flow.name, flow.model_dump(mode="json"),
+                at if start is None else start, at,
+            )  # fmt: skip
+            out.append(FlowSaved(flow.name, saved.version, changed))
+    return out
+
+
+def _segments_named(flow: Flow) -> list[str]:
+    t = flow.trigger
+    return [t.segment] if isinstance(t, SegmentChange | Broadcast) else []
+
+
+def set_flows(
+    db: str, store: str, paths: list[Path], *, start: int | None = None
+) -> list[FlowSaved]:
+    engine = open_engine(db)
+    try:
+        return save_flows(engine, store, read_flow_files(paths), start=start)
+    finally:
+        engine.dispose()
+
+
+def set_status(db: str, store: str, name: str, status: str) -> None:
+    engine = open_engine(db)
+    try:
+        with engine.begin() as conn:
+            row = stores_repo.get(conn, store)
+            found = repo.flow_by_name(conn, row.id, name)
+            if found is None:
+                raise NotFoundError(f"no flow {name!r}", hint="see `boomerang flows list`")
+            repo.set_flow_status(conn, found.id, status, now_micros())
+    finally:
+        engine.dispose()
+
+
+_FLOWS: dict[tuple[int, int], Flow] = {}
+
+
+def _flow_of(row: repo.FlowRow) -> Flow:
+    key = (row.id, row.version)
+    if key not in _FLOWS:
+        _FLOWS[key] = parse_flow(row.definition, f"stored flow {row.name}")
+    return _FLOWS[key]
+
+
+# -- entering ---------------------------------------------------------------------------------
+
+
+def _entries(conn: Connection, store_id: int, flow: Flow, since: int, until: int) -> list[Entry]:
+    t = flow.trigger
+    if isinstance(t, OrderPlaced):
+        return triggers.order_placed(conn, store_id, since, until, t.which, t.n)
+    if isinstance(t, CheckoutAbandoned):
+        return triggers.abandoned(
+            conn, store_id, since, until, start_type="checkout_started", follow_types=(),
+            hours=t.hours, per_day=False,
+        )  # fmt: skip
+    if isinstance(t, BrowseAbandoned):
+        return triggers.abandoned(
+            conn, store_id, since, until, start_type="product_viewed",
+            follow_types=("add_to_cart", "checkout_started"), hours=t.hours, per_day=True,
+        )  # fmt: skip
+    if isinstance(t, SimpleTrigger) and t.type == "account_created":
+        return triggers.accounts_created(conn, store_id, since, until)
+    if isinstance(t, SimpleTrigger):
+        return triggers.event_entries(
+            conn, store_id, ("signed_up", "newsletter_signup"), since, until, "signup"
+        )
+    if isinstance(t, SegmentChange):
+        kind = "entered" if t.type == "segment_entered" else "exited"
+        return triggers.segment_changes(conn, store_id, t.segment, kind, since, until)
+    if isinstance(t, Inactivity):
+        return triggers.inactive(conn, store_id, t.days, t.of, since, until)
+    if isinstance(t, ReplenishmentDue):
+        learned = None if t.source == "lifespan" else _learned_intervals(conn, store_id)
+        return triggers.lifespans_due(
+            conn, store_id, t.days_before, since, until, learned, t.source != "learned"
+        )
+    if isinstance(t, DateProperty) and t.property == "birthday":
+        return triggers.birthdays(conn, store_id, t.days_before, since, until)
+    if isinstance(t, DateProperty):
+        return triggers.renewals(conn, store_id, t.days_before, since, until)
+    if isinstance(t, LoyaltyEvent):
+        return triggers.loyalty(conn, store_id, t.event, since, until)
+    if isinstance(t, SupportEvent):
+        return triggers.event_entries(conn, store_id, (t.event,), since, until, "support")
+    assert isinstance(t, Broadcast)
+    return _broadcast(conn, store_id, t, since, until)
+
+
+def _broadcast(
+    conn: Connection, store_id: int, t: Broadcast, since: int, until: int
+) -> list[Entry]:
+    start = int(t.at.timestamp() * 1_000_000)
+    step = (t.every_days or 0) * MICROS_PER_DAY
+    out: list[Entry] = []
+    occurrence = start
+    if step and occurrence < since:
+        occurrence += ((since - occurrence + step - 1) // step) * step
+    while since <= occurrence < until:
+        expires = None if t.expires_hours is None else occurrence + t.expires_hours * HOUR
+        for cid in triggers.segment_members(conn, store_id, t.segment, occurrence):
+            out.append(Entry(cid, f"broadcast:{occurrence}", occurrence, {"expires_at": expires}))
+        if not step:
+            break
+        occurrence += step
+    return out
+
+
+_LEARNED: dict[tuple[int, int], dict[str, int]] = {}
+
+
+def _learned_intervals(conn: Connection, store_id: int) -> dict[str, int]:
+    """Per product, the median days between a customer's repeat purchases of it (products
+    bought again at least 3 times across the store), computed once per store and day."""
+    from boomerang.campaigns.replenish import reorder_intervals
+
+    key = (store_id, now_micros() // MICROS_PER_DAY)
+    if key not in _LEARNED:
+        _LEARNED.clear()
+        _LEARNED[key] = reorder_intervals(triggers.purchase_times(conn, store_id))
+    return _LEARNED[key]
+
+
+@dataclass
+class EnterResult:
+    entered: dict[str, int] = field(default_factory=dict)
+
+
+def enter(engine: Engine, store: str, until: int) -> EnterResult:
+    """Let in everyone each active flow's trigger admits up to ``until``."""
+    out = EnterResult()
+    with engine.begin() as conn:
+        row = stores_repo.get(conn, store)
+        for flow_row in repo.list_flows(conn, row.id, active_only=True):
+            since = flow_row.cursor_at if flow_row.cursor_at is not None else until
+            if since >= until:
+                continue
+            flow = _flow_of(flow_row)
+            entries = sorted(
+                _entries(conn, row.id, flow, since, until), key=lambda e: (e.at, e.key)
+            )
+            runs = _admit(conn, row.id, flow_row.id, flow, entries, until)
+            out.entered[flow.name] = repo.insert_runs(conn, runs)
+            repo.set_cursor(conn, flow_row.id, until)
+    return out
+
+
+def _admit(
+    conn: Connection, store_id: int, flow_id: int, flow: Flow, entries: list[Entry], now: int
+) -> list[dict[str, Any]]:
+    """Apply the re-entry policy and draw the holdout."""
+    last = repo.latest_entries(conn, flow_id, [e.customer_id for e in entries])
+    window = flow.reentry_days * MICROS_PER_DAY
+    runs = []
+    for e in entries:
+        before = last.get(e.customer_id)
+        if before is not None and (
+            flow.reentry == "never" or (flow.reentry == "after" and e.at - before < window)
+        ):
+            continue
+        last[e.customer_id] = e.at
+        context: dict[str, Any] = {"trigger": {"key": e.key, **e.context}}
+        runs.append({
+            "store_id": store_id, "flow_id": flow_id, "customer_id": e.customer_id,
+            "entry_key": e.key, "status": "active",
+            "holdout": int(in_holdout(flow.name, e.customer_id, flow.holdout)),
+            "step_id": flow.first(), "due_at": e.at, "entered_at": e.at, "updated_at": now,
+            "version": 0, "exit_reason": None, "context": json.dumps(context, sort_keys=True),
+        })  # fmt: skip
+    return runs
+
+
+# -- ticking ---------------------------------------------------------------------------------
+
+
+class _StepEffects:
+    """A step's side effects, in the tick's transaction (so they commit with the step)."""
+
+    def __init__(self, conn: Connection, store: stores_repo.Store) -> None:
+        self.conn, self.store = conn, store
+
+    def coupon(self, run: RunState, step_id: str, spec: Any, at: int) -> dict[str, Any]:
+        coupon = loyalty_service.issue_coupon_in(
+            self.conn, self.store.id, kind=spec.kind, value=spec.value,
+            currency=self.store.currency if spec.kind == "amount_off" else None,
+            customer_id=run.customer_id, max_uses=1, per_customer=None,
+            expires_at=at + spec.expires_days * MICROS_PER_DAY,
+            source=f"flow-run:{run.run_id}:{step_id}", at=at, once=True,
+        )  # fmt: skip
+        return {
+            "code": loyalty_service.format_code(coupon.code),
+            "kind": coupon.kind,
+            "value": coupon.value,
+            "expires_at": coupon.expires_at,
+        }
+
+    def points(self, run: RunState, step_id: str, spec: Any, at: int) -> None:
+        program = loyalty_service.load_program(self.conn, self.store.id)
+        loyalty_service.earn_in(
+            self.conn, self.store.id, run.customer_id, spec.points,
+            key=f"flow-run:{run.run_id}:{step_id}", reason=spec.reason, actor="campaign",
+            expires_at=lot_expiry(program, at), order_ref=None, at=at, system=True,
+        )  # fmt: skip
+
+    def task(self, run: RunState, step_id: str, spec: Any, at: int) -> None:
+        repo.add_task(self.conn, {
+            "store_id": self.store.id, "run_id": run.run_id, "customer_id": run.customer_id,
+            "task_key": f"run:{run.run_id}:{step_id}", "title": spec.title, "body": spec.body,
+            "status": "open", "created_at": at,
+        })  # fmt: skip
+
+    def profile(self, run: RunState, step_id: str, spec: Any, at: int) -> None:
+        found = repo.customer_profile(self.conn, self.store.id, run.customer_id)
+        if found is None:
+            return
+        tags = list(json.loads(found["tags"])) if found["tags"] else []
+        tags = [t for t in tags if t not in spec.remove_tags]
+        tags += [t for t in spec.add_tags if t not in tags]
+        attrs = dict(json.loads(found["attributes"])) if found["attributes"] else {}
+        attrs.update(spec.attributes)
+        repo.set_customer_profile(
+            self.conn, self.store.id, run.customer_id,
+            json.dumps(tags) if tags else None, json.dumps(attrs, sort_keys=True) if attrs else None,
+        )  # fmt: skip
+
+
+@dataclass
+class TickResult:
+    advanced: int = 0
+    queued: int = 0
+    done: int = 0
+    exited: int = 0
+    batches: int = 0
+
+
+def tick(engine: Engine, store: str, now: int, *, batch: int = 2000) -> TickResult:
+    """Advance every run due by ``now``, a batch per transaction."""
+    out = TickResult()
+    while True:
+        with engine.begin() as conn:
+            row = stores_repo.get(conn, store)
+            claimed = repo.claim_due_runs(conn, row.id, now, batch)
+            if not claimed:
+                return out
+            _advance_batch(conn, row, claimed, now, out)
+        out.batches += 1
+        if len(claimed) < batch:
+            return out
+
+
+def _advance_batch(
+    conn: Connection, store: stores_repo.Store, claimed: list[dict[str, Any]], now: int,
+    out: TickResult,
+) -> None:  # fmt: skip
+    flows = {f.id: f for f in repo.list_flows(conn, store.id)}
+    cids = [int(r["customer_id"]) for r in claimed]
+    last = repo.last_orders(conn, store.id, cids)
+    contact = repo.contact_facts(conn, store.id, cids)
+    flags: dict[int, dict[int, dict[str, bool]]] = {}
+    by_flow: dict[int, list[int]] = {}
+    for r in claimed:
+        by_flow.setdefault(int(r["flow_id"]), []).append(int(r["customer_id"]))
+    for fid, members in by_flow.items():
+        texts = [t for _, t in rules(_flow_of(flows[fid]))]
+        if texts:
+            flags[fid] = rule_flags(conn, store, texts, members, now)
+    effects = _StepEffects(conn, store)
+    changes, messages = [], []
+    for r in claimed:
+        fid, cid = int(r["flow_id"]), int(r["customer_id"])
+        flow = _flow_of(flows[fid])
+        run = RunState(
+            int(r["id"]), cid, str(r["step_id"]), int(r["due_at"]), int(r["entered_at"]),
+            bool(r["holdout"]), json.loads(r["context"]),
+        )  # fmt: skip
+        facts_of = contact.get(cid, {})
+        facts = Facts(
+            last_order_at=last.get(cid),
+            rules=flags.get(fid, {}).get(cid, {}),
+            timezone=facts_of.get("timezone"),
+            dates=_dates(facts_of, run.due_at),
+        )
+        result = advance(flow, run, facts, now, effects)
+        changes.append({
+            "rid": run.run_id, "read": int(r["version"]), "step_id": result.step_id,
+            "due_at": result.due_at, "status": result.status, "exit_reason": result.exit_reason,
+            "context": json.dumps(result.context, sort_keys=True), "updated_at": now,
+        })  # fmt: skip
+        expires = run.context.get("trigger", {}).get("expires_at")
+        messages += [
+            _outbox_row(store.id, fid, flow, run, m, expires, now) for m in result.outgoing
+        ]
+        out.done += result.status == "done"
+        out.exited += result.status == "exited"
+    out.queued += repo.insert_messages(conn, messages)
+    updated = repo.update_runs(conn, changes)
+    if updated != len(changes):  # another worker moved a run we read: undo the whole batch
+        raise RuntimeError(f"{len(changes) - updated} runs changed under this tick; retry")
+    out.advanced += updated
+
+
+def _dates(contact: dict[str, Any], after: int) -> dict[str, int | None]:
+    from boomerang.store.repos.campaign_triggers import next_birthday_after
+
+    return {
+        "birthday": next_birthday_after(contact.get("birthday"), after),
+        "membership_renewal": contact.get("renews_at"),
+    }
+
+
+def _outbox_row(
+    store_id: int, flow_id: int, flow: Flow, run: RunState, m: Outgoing, expires: Any, now: int
+) -> dict[str, Any]:
+    return {
+        "store_id": store_id, "message_key": f"run:{run.run_id}:{m.step_id}", "flow_id": flow_id,
+        "run_id": run.run_id, "step_id": m.step_id, "customer_id": run.customer_id,
+        "channel": m.channel, "template": m.template, "transactional": int(m.transactional),
+        "priority": TRANSACTIONAL_PRIORITY if m.transactional else flow.priority,
+        "holdout": int(run.holdout), "status": "queued", "reason": None,
+        "not_before": m.not_before, "expires_at": expires, "attempts": 0,
+        "context": json.dumps(m.context, sort_keys=True, default=str), "created_at": now,
+        "updated_at": now,
+    }  # fmt: skip
+
+
+# -- dispatching -----------------------------------------------------------------------------
+
+
+def arbiter_settings(conn: Connection, store_id: int) -> ArbiterSettings:
+    config = repo.get_settings(conn, store_id)
+    return ArbiterSettings.model_validate(config.get("arbiter", {}))
+
+
+@dataclass
+class DispatchResult:
+    sent: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    failed: int = 0
+    retried: int = 0
+    requeued: int = 0
+    in_doubt: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def recover(engine: Engine, store: str, now: int, *, lease: int = LEASE) -> tuple[int, int]:
+    """Claims older than the lease: back to the queue, or in-doubt if mid-delivery."""
+    with engine.begin() as conn:
+        row = stores_repo.get(conn, store)
+        return repo.recover_stale(conn, row.id, now - lease, now)
+
+
+def _address(channel: str, contact: dict[str, Any], context: dict[str, Any]) -> str | None:
+    if channel == "email":
+        return contact.get("email")
+    if channel == "sms":
+        return contact.get("phone")
+    if channel == "webhook":
+        return context.get("url")
+    return contact.get("push_token")
+
+
+def dispatch(
+    engine: Engine,
+    store: str,
+    now: int,
+    *,
+    channels: Callable[[str], Channel],
+    render: Renderer,
+    worker: str | None = None,
+    limit: int = 200,
+) -> DispatchResult:
+    """Deliver what is ready by ``now`` (one claim of up to ``limit`` messages)."""
+    me = worker or uuid.uuid4().hex[:16]
+    out = DispatchResult()
+    with engine.begin() as conn:
+        row = stores_repo.get(conn, store)
+        settings = arbiter_settings(conn, row.id)
+        claimed = repo.claim_messages(conn, row.id, me, now, limit)
+        contacts = repo.contact_facts(conn, row.id, [int(m["customer_id"]) for m in claimed])
+    for m in claimed:
+        _dispatch_one(engine, row.id, m, contacts.get(int(m["customer_id"]), {}), settings,
+                      now, me, channels, render, out)  # fmt: skip
+    return out
+
+
+def _note(out: DispatchResult, decision: Decision) -> None:
+    out.reasons[decision.reason] = out.reasons.get(decision.reason, 0) + 1
+
+
+def _dispatch_one(
+    engine: Engine, store_id: int, m: dict[str, Any], contact: dict[str, Any],
+    settings: ArbiterSettings, now: int, me: str, channels: Callable[[str], Channel],
+    render: Renderer, out: DispatchResult,
+) -> None:  # fmt: skip
+    oid, channel = int(m["id"]), str(m["channel"])
+    context = json.loads(m["context"])
+    marketing = not m["transactional"]
+    with engine.connect() as conn:
+        last = repo.last_marketing(conn, store_id, int(m["customer_id"]), channel)
+        conn.rollback()
+    candidate = Candidate(
+        channel=channel, transactional=bool(m["transactional"]), priority=int(m["priority"]),
+        holdout=bool(m["holdout"]), expires_at=m["expires_at"],
+        address=_address(channel, contact, context),
+        consent=contact.get("consent", {}).get(channel) if channel != "webhook" else "granted",
+        last_marketing_at=None if m["attempts"] else last, timezone=contact.get("timezone"),
+        created_at=int(m["created_at"]),
+    )  # fmt: skip
+    decision = decide(candidate, settings, now)
+    if decision.action == "send":
+        try:
+            message = render(m, contact)
+        except Exception as exc:  # a template error fails this message, not the worker
+            _finish(engine, oid, me, now, "failed", f"render: {exc}"[:200], out)
+            out.failed += 1
+            return
+        with engine.begin() as conn:
+            if (
+                marketing
+                and not m["attempts"]
+                and not repo.take_slot(
+                    conn,
+                    store_id,
+                    int(m["customer_id"]),
+                    channel,
+                    now,
+                    settings.cap_micros(channel),
+                )
+            ):  # another worker took the slot since we looked: decide again
+                taken = repo.last_marketing(conn, store_id, int(m["customer_id"]), channel)
+                decision = decide(
+                    Candidate(**{**candidate.__dict__, "last_marketing_at": taken}), settings, now
+                )
+                if decision.action == "send":  # pragma: no cover - the slot was just refused
+                    decision = Decision("defer", "frequency cap: queued", now + HOUR)
+            elif not repo.set_message(conn, oid, expect="claimed", worker=me, now=now,
+                                      status="sending", claimed_at=now):  # fmt: skip
+                return  # recovered from under us: someone else owns it now
+    if decision.action == "skip":
+        _finish(engine, oid, me, now, "skipped", decision.reason, out)
+        out.skipped += 1
+        _note(out, decision)
+        return
+    if decision.action == "defer":
+        with engine.begin() as conn:
+            repo.set_message(conn, oid, expect="claimed", worker=me, now=now, status="queued",
+                             not_before=decision.until, reason=decision.reason,
+                             claimed_by=None, claimed_at=None)  # fmt: skip
+        out.deferred += 1
+        _note(out, decision)
+        return
+    _deliver(engine, m, message, now, me, channels, out)
+
+
+def _finish(
+    engine: Engine, oid: int, me: str, now: int, status: str, reason: str, out: DispatchResult
+) -> None:
+    with engine.begin() as conn:
+        repo.set_message(conn, oid, expect="claimed", worker=me, now=now, status=status,
+                         reason=reason)  # fmt: skip
+
+
+def _deliver(
+    engine: Engine, m: dict[str, Any], message: Message, now: int, me: str,
+    channels: Callable[[str], Channel], out: DispatchResult,
+) -> None:  # fmt: skip
+    oid = int(m["id"])
+    try:
+        delivery = channels(str(m["channel"])).send(message)
+    except TemporaryFailure as exc:
+        attempts = int(m["attempts"]) + 1
+        with engine.begin() as conn:
+            if attempts >= MAX_ATTEMPTS:
+                repo.set_message(conn, oid, expect="sending", worker=me, now=now, status="failed",
+                                 attempts=attempts, reason=f"gave up after {attempts}: {exc}"[:200])  # fmt: skip
+                out.failed += 1
+            else:
+                repo.set_message(conn, oid, expect="sending", worker=me, now=now, status="queued",
+                                 attempts=attempts, not_before=now + 2**attempts * 60_000_000,
+                                 claimed_by=None, claimed_at=None, reason=f"retry: {exc}"[:200])  # fmt: skip
+                out.retried += 1
+        return
+    except PermanentFailure as exc:
+        with engine.begin() as conn:
+            repo.set_message(conn, oid, expect="sending", worker=me, now=now, status="failed",
+                             reason=f"rejected: {exc}"[:200])  # fmt: skip
+        out.failed += 1
+        return
+    with engine.begin() as conn:
+        repo.set_message(conn, oid, expect="sending", worker=me, now=now, status="sent",
+                         sent_at=now, provider_id=delivery.provider_id[:200])  # fmt: skip
+    out.sent += 1
+
+
+def in_doubt(db: str, store: str) -> list[dict[str, Any]]:
+    engine = open_engine(db)
+    try:
+        with engine.connect() as conn:
+            row = stores_repo.get(conn, store)
+            return repo.messages(conn, row.id, status="in_doubt")
+    finally:
+        engine.dispose()
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    started_at: int
+    until: int
+    steps: int = 0
+    entered: dict[str, int] = field(default_factory=dict)
+    tick: TickResult = field(default_factory=TickResult)
+    dispatch: DispatchResult = field(default_factory=DispatchResult)
+
+
+def _merge(total: DispatchResult, part: DispatchResult) -> None:
+    for name in ("sent", "skipped", "deferred", "failed", "retried", "requeued", "in_doubt"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    for reason, n in part.reasons.items():
+        total.reasons[reason] = total.reasons.get(reason, 0) + n
+
+
+def _add_ticks(total: TickResult, part: TickResult) -> None:
+    for name in ("advanced", "queued", "done", "exited", "batches"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+
+
+def cycle(
+    engine: Engine,
+    store: str,
+    now: int,
+    summary: RunSummary,
+    *,
+    channels: Callable[[str], Channel],
+    render: Renderer,
+    worker: str,
+) -> None:
+    """One pass of the worker at ``now``: enter, tick, then dispatch until nothing is ready."""
+    for name, n in enter(engine, store, now).entered.items():
+        summary.entered[name] = summary.entered.get(name, 0) + n
+    _add_ticks(summary.tick, tick(engine, store, now))
+    while True:
+        part = dispatch(engine, store, now, channels=channels, render=render, worker=worker)
+        _merge(summary.dispatch, part)
+        if not (part.sent or part.skipped or part.deferred or part.failed or part.retried):
+            return
+
+
+def run_until(
+    engine: Engine,
+    store: str,
+    until: int,
+    *,
+    channels: Callable[[str], Channel],
+    render: Renderer,
+    step: int = HOUR,
+) -> RunSummary:
+    """Advance simulated time from the flows' cursors to ``until`` in ``step`` increments,
+    doing at each step what a worker would do at that moment (demos and tests)."""
+    with engine.connect() as conn:
+        row = stores_repo.get(conn, store)
+        cursors = [f.cursor_at for f in repo.list_flows(conn, row.id, active_only=True)]
+        conn.rollback()
+    start = min((c for c in cursors if c is not None), default=until)
+    summary = RunSummary(started_at=start, until=until)
+    worker = f"sim-{uuid.uuid4().hex[:8]}"
+    recover(engine, store, start + 1, lease=0)  # a crashed earlier run: its claims
+    t = start
+    while t < until:
+        t = min(until, t + step)
+        cycle(engine, store, t, summary, channels=channels, render=render, worker=worker)
+        summary.steps += 1
+    return summary
