@@ -91,12 +91,17 @@ def test_nothing_runs_before_its_time() -> None:
 
 def test_an_order_after_entry_exits_before_the_next_step() -> None:
     effects = Recorder()
-    facts = Facts(last_order_at=T0 + 3 * HOUR)
+    facts = Facts(order_times=(T0 + 3 * HOUR,))
     result = advance(SERIES, run(step="s4", due=T0 + DAY), facts, T0 + 2 * DAY, effects)
     assert (result.status, result.exit_reason, result.outgoing) == ("exited", "placed an order", [])
     # An order before entry does not count.
-    before = Facts(last_order_at=T0 - DAY)
+    before = Facts(order_times=(T0 - DAY,))
     assert advance(SERIES, run(step="s4", due=T0 + DAY), before, T0 + DAY, Recorder()).outgoing
+    # A tick that comes late sends the step that was due before the order, then exits.
+    late = Facts(order_times=(T0 + DAY + HOUR,))
+    result = advance(SERIES, run(step="s4", due=T0 + DAY), late, T0 + 5 * DAY, Recorder())
+    assert [m.template for m in result.outgoing] == ["wb-2"]
+    assert (result.status, result.step_id) == ("exited", "s6")
 
 
 def test_the_holdout_walks_the_flow_but_gets_no_treatment() -> None:

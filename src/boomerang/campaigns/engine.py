@@ -54,7 +54,7 @@ class RunState:
 class Facts:
     """What the engine needs to know about the run's customer at this tick."""
 
-    last_order_at: int | None = None
+    order_times: tuple[int, ...] = ()  # the customer's order times up to now, ascending
     rules: dict[str, bool] = field(default_factory=dict)  # rule text -> holds now
     timezone: str | None = None
     dates: dict[str, int | None] = field(default_factory=dict)  # property -> next occurrence
@@ -136,7 +136,7 @@ def advance(flow: Flow, run: RunState, facts: Facts, now: int, effects: Effects)
             return out
         if out.due_at > now:
             return out
-        reason = _exit_reason(flow, run, facts)
+        reason = _exit_reason(flow, run, facts, out.due_at)
         if reason is not None:
             out.status, out.exit_reason = "exited", reason
             return out
@@ -144,9 +144,10 @@ def advance(flow: Flow, run: RunState, facts: Facts, now: int, effects: Effects)
     return out
 
 
-def _exit_reason(flow: Flow, run: RunState, facts: Facts) -> str | None:
-    last = facts.last_order_at
-    if flow.exit.placed_order and last is not None and last > run.entered_at:
+def _exit_reason(flow: Flow, run: RunState, facts: Facts, at: int) -> str | None:
+    """Why the run leaves before its step due at ``at``: an order after entry and by that
+    time (a late tick does not exit a run for an order placed after the step was due)."""
+    if flow.exit.placed_order and any(run.entered_at < t <= at for t in facts.order_times):
         return "placed an order"
     if flow.exit.rule and facts.rules.get(flow.exit.rule):
         return f"exit rule: {flow.exit.rule}"

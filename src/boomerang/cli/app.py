@@ -13,6 +13,7 @@ from boomerang.cli import (
     customers,
     db,
     demo,
+    flows,
     imports,
     loyalty,
     memberships,
@@ -20,6 +21,7 @@ from boomerang.cli import (
     referrals,
     report,
     segments,
+    serve,
     simulate,
     stores,
 )
@@ -48,6 +50,10 @@ app.add_typer(loyalty.app, name="loyalty")
 app.add_typer(loyalty.coupons_app, name="coupons")
 app.add_typer(memberships.app, name="memberships")
 app.add_typer(referrals.app, name="referrals")
+app.add_typer(flows.app, name="flows")
+app.add_typer(flows.outbox_app, name="outbox")
+app.command("worker")(flows.worker)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

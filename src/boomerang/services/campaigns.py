@@ -7,7 +7,7 @@ Three jobs, each safe to repeat and to run as several copies at once:
 - `tick`: advance due runs in batches; in one transaction per batch the runs move on and
   their messages are queued in the outbox, unique by (run, step). A crash before the
   commit redoes the batch; after it, nothing is redone.
-- `dispatch`: claim ready messages, let the arbiter decide, render, mark ``sending``,
+- `dispatch`: claim ready messages, let the arbiter decide, render the batch, mark ``sending``,
   deliver, mark ``sent``. A worker killed mid-delivery leaves its message ``sending``;
   recovery marks it ``in_doubt`` (listed by `boomerang outbox in-doubt`), never resends
   it. Claimed messages that never reached a provider go back to the queue.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,11 @@ from boomerang.domain.clock import MICROS_PER_DAY, now_micros
 from boomerang.errors import InputError, NotFoundError
 from boomerang.loyalty.program import lot_expiry
 from boomerang.services import loyalty as loyalty_service
+from boomerang.services.campaign_messages import address_for
 from boomerang.services.context import open_engine
 from boomerang.services.segments import rule_flags
 from boomerang.store.repos import campaign_triggers as triggers
+from boomerang.store.repos import campaign_web as settings_repo
 from boomerang.store.repos import campaigns as repo
 from boomerang.store.repos import stores as stores_repo
 from boomerang.store.repos.campaign_triggers import Entry
@@ -68,7 +70,11 @@ LEASE = 10 * 60 * 1_000_000
 MAX_ATTEMPTS = 5
 TRANSACTIONAL_PRIORITY = 100
 
-Renderer = Callable[[dict[str, Any], dict[str, Any]], Message]
+#: Builds the messages of a batch of outbox rows (given their customers' contact facts):
+#: outbox id -> message, or the exception that prevented it (`campaign_messages`).
+Builder = Callable[
+    [list[dict[str, Any]], dict[int, dict[str, Any]]], dict[int, Message | Exception]
+]
 
 
 # -- flows -----------------------------------------------------------------------------------
@@ -156,12 +162,15 @@ def set_status(db: str, store: str, name: str, status: str) -> None:
         engine.dispose()
 
 
-_FLOWS: dict[tuple[int, int], Flow] = {}
+_FLOWS: dict[str, Flow] = {}
 
 
 def _flow_of(row: repo.FlowRow) -> Flow:
-    key = (row.id, row.version)
+    """Parsed once per definition (keyed by its text: ids repeat across databases)."""
+    key = json.dumps(row.definition, sort_keys=True)
     if key not in _FLOWS:
+        if len(_FLOWS) > 256:
+            _FLOWS.clear()
         _FLOWS[key] = parse_flow(row.definition, f"stored flow {row.name}")
     return _FLOWS[key]
 
@@ -230,7 +239,7 @@ def _broadcast(
     return out
 
 
-_LEARNED: dict[tuple[int, int], dict[str, int]] = {}
+_LEARNED: dict[tuple[str, int, int], dict[str, int]] = {}
 
 
 def _learned_intervals(conn: Connection, store_id: int) -> dict[str, int]:
@@ -238,7 +247,7 @@ def _learned_intervals(conn: Connection, store_id: int) -> dict[str, int]:
     bought again at least 3 times across the store), computed once per store and day."""
     from boomerang.campaigns.replenish import reorder_intervals
 
-    key = (store_id, now_micros() // MICROS_PER_DAY)
+    key = (str(conn.engine.url), store_id, now_micros() // MICROS_PER_DAY)
     if key not in _LEARNED:
         _LEARNED.clear()
         _LEARNED[key] = reorder_intervals(triggers.purchase_times(conn, store_id))
@@ -378,8 +387,9 @@ def _advance_batch(
 ) -> None:  # fmt: skip
     flows = {f.id: f for f in repo.list_flows(conn, store.id)}
     cids = [int(r["customer_id"]) for r in claimed]
-    last = repo.last_orders(conn, store.id, cids)
-    contact = repo.contact_facts(conn, store.id, cids)
+    earliest = min(int(r["entered_at"]) for r in claimed)
+    times = repo.order_times(conn, store.id, cids, earliest, now)
+    contact = repo.contact_facts(conn, store.id, cids, now)
     flags: dict[int, dict[int, dict[str, bool]]] = {}
     by_flow: dict[int, list[int]] = {}
     for r in claimed:
@@ -399,7 +409,7 @@ def _advance_batch(
         )  # fmt: skip
         facts_of = contact.get(cid, {})
         facts = Facts(
-            last_order_at=last.get(cid),
+            order_times=times.get(cid, ()),
             rules=flags.get(fid, {}).get(cid, {}),
             timezone=facts_of.get("timezone"),
             dates=_dates(facts_of, run.due_at),
@@ -451,7 +461,7 @@ def _outbox_row(
 
 
 def arbiter_settings(conn: Connection, store_id: int) -> ArbiterSettings:
-    config = repo.get_settings(conn, store_id)
+    config = settings_repo.load_config(conn, store_id)
     return ArbiterSettings.model_validate(config.get("arbiter", {}))
 
 
@@ -474,23 +484,13 @@ def recover(engine: Engine, store: str, now: int, *, lease: int = LEASE) -> tupl
         return repo.recover_stale(conn, row.id, now - lease, now)
 
 
-def _address(channel: str, contact: dict[str, Any], context: dict[str, Any]) -> str | None:
-    if channel == "email":
-        return contact.get("email")
-    if channel == "sms":
-        return contact.get("phone")
-    if channel == "webhook":
-        return context.get("url")
-    return contact.get("push_token")
-
-
 def dispatch(
     engine: Engine,
     store: str,
     now: int,
     *,
     channels: Callable[[str], Channel],
-    render: Renderer,
+    build: Builder,
     worker: str | None = None,
     limit: int = 200,
 ) -> DispatchResult:
@@ -501,11 +501,33 @@ def dispatch(
         row = stores_repo.get(conn, store)
         settings = arbiter_settings(conn, row.id)
         claimed = repo.claim_messages(conn, row.id, me, now, limit)
-        contacts = repo.contact_facts(conn, row.id, [int(m["customer_id"]) for m in claimed])
+        contacts = repo.contact_facts(conn, row.id, [int(m["customer_id"]) for m in claimed], now)
+        last = {
+            int(m["id"]): repo.last_marketing(conn, row.id, int(m["customer_id"]), m["channel"])
+            for m in claimed
+        }
+    decided = []
     for m in claimed:
-        _dispatch_one(engine, row.id, m, contacts.get(int(m["customer_id"]), {}), settings,
-                      now, me, channels, render, out)  # fmt: skip
+        candidate = _candidate(m, contacts.get(int(m["customer_id"]), {}), last[int(m["id"])])
+        decided.append((m, candidate, decide(candidate, settings, now)))
+    to_send = [m for m, _, d in decided if d.action == "send"]
+    built = build(to_send, contacts) if to_send else {}
+    for m, candidate, decision in decided:
+        _dispatch_one(engine, row.id, m, candidate, decision, built.get(int(m["id"])),
+                      settings, now, me, channels, out)  # fmt: skip
     return out
+
+
+def _candidate(m: dict[str, Any], contact: dict[str, Any], last: int | None) -> Candidate:
+    channel = str(m["channel"])
+    return Candidate(
+        channel=channel, transactional=bool(m["transactional"]), priority=int(m["priority"]),
+        holdout=bool(m["holdout"]), expires_at=m["expires_at"],
+        address=address_for(channel, contact, json.loads(m["context"])) or None,
+        consent=contact.get("consent", {}).get(channel) if channel != "webhook" else "granted",
+        last_marketing_at=None if m["attempts"] else last, timezone=contact.get("timezone"),
+        created_at=int(m["created_at"]),
+    )  # fmt: skip
 
 
 def _note(out: DispatchResult, decision: Decision) -> None:
@@ -513,49 +535,26 @@ def _note(out: DispatchResult, decision: Decision) -> None:
 
 
 def _dispatch_one(
-    engine: Engine, store_id: int, m: dict[str, Any], contact: dict[str, Any],
-    settings: ArbiterSettings, now: int, me: str, channels: Callable[[str], Channel],
-    render: Renderer, out: DispatchResult,
+    engine: Engine, store_id: int, m: dict[str, Any], candidate: Candidate, decision: Decision,
+    message: Message | Exception | None, settings: ArbiterSettings, now: int, me: str,
+    channels: Callable[[str], Channel], out: DispatchResult,
 ) -> None:  # fmt: skip
-    oid, channel = int(m["id"]), str(m["channel"])
-    context = json.loads(m["context"])
-    marketing = not m["transactional"]
-    with engine.connect() as conn:
-        last = repo.last_marketing(conn, store_id, int(m["customer_id"]), channel)
-        conn.rollback()
-    candidate = Candidate(
-        channel=channel, transactional=bool(m["transactional"]), priority=int(m["priority"]),
-        holdout=bool(m["holdout"]), expires_at=m["expires_at"],
-        address=_address(channel, contact, context),
-        consent=contact.get("consent", {}).get(channel) if channel != "webhook" else "granted",
-        last_marketing_at=None if m["attempts"] else last, timezone=contact.get("timezone"),
-        created_at=int(m["created_at"]),
-    )  # fmt: skip
-    decision = decide(candidate, settings, now)
+    oid, channel, cid = int(m["id"]), str(m["channel"]), int(m["customer_id"])
     if decision.action == "send":
-        try:
-            message = render(m, contact)
-        except Exception as exc:  # a template error fails this message, not the worker
-            _finish(engine, oid, me, now, "failed", f"render: {exc}"[:200], out)
+        if not isinstance(message, Message):  # a template error fails this message only
+            _finish(engine, oid, me, now, "failed", f"render: {message}"[:200], out)
             out.failed += 1
             return
         with engine.begin() as conn:
             if (
-                marketing
+                not candidate.transactional
                 and not m["attempts"]
                 and not repo.take_slot(
-                    conn,
-                    store_id,
-                    int(m["customer_id"]),
-                    channel,
-                    now,
-                    settings.cap_micros(channel),
+                    conn, store_id, cid, channel, now, settings.cap_micros(channel)
                 )
             ):  # another worker took the slot since we looked: decide again
-                taken = repo.last_marketing(conn, store_id, int(m["customer_id"]), channel)
-                decision = decide(
-                    Candidate(**{**candidate.__dict__, "last_marketing_at": taken}), settings, now
-                )
+                taken = repo.last_marketing(conn, store_id, cid, channel)
+                decision = decide(replace(candidate, last_marketing_at=taken), settings, now)
                 if decision.action == "send":  # pragma: no cover - the slot was just refused
                     decision = Decision("defer", "frequency cap: queued", now + HOUR)
             elif not repo.set_message(conn, oid, expect="claimed", worker=me, now=now,
@@ -574,6 +573,7 @@ def _dispatch_one(
         out.deferred += 1
         _note(out, decision)
         return
+    assert isinstance(message, Message)
     _deliver(engine, m, message, now, me, channels, out)
 
 
@@ -659,7 +659,7 @@ def cycle(
     summary: RunSummary,
     *,
     channels: Callable[[str], Channel],
-    render: Renderer,
+    build: Builder,
     worker: str,
 ) -> None:
     """One pass of the worker at ``now``: enter, tick, then dispatch until nothing is ready."""
@@ -667,7 +667,7 @@ def cycle(
         summary.entered[name] = summary.entered.get(name, 0) + n
     _add_ticks(summary.tick, tick(engine, store, now))
     while True:
-        part = dispatch(engine, store, now, channels=channels, render=render, worker=worker)
+        part = dispatch(engine, store, now, channels=channels, build=build, worker=worker)
         _merge(summary.dispatch, part)
         if not (part.sent or part.skipped or part.deferred or part.failed or part.retried):
             return
@@ -679,7 +679,7 @@ def run_until(
     until: int,
     *,
     channels: Callable[[str], Channel],
-    render: Renderer,
+    build: Builder,
     step: int = HOUR,
 ) -> RunSummary:
     """Advance simulated time from the flows' cursors to ``until`` in ``step`` increments,
@@ -695,6 +695,105 @@ def run_until(
     t = start
     while t < until:
         t = min(until, t + step)
-        cycle(engine, store, t, summary, channels=channels, render=render, worker=worker)
+        cycle(engine, store, t, summary, channels=channels, build=build, worker=worker)
         summary.steps += 1
     return summary
+
+
+def add_summary(total: RunSummary, part: RunSummary) -> None:
+    total.steps += part.steps
+    total.until = max(total.until, part.until)
+    for name, n in part.entered.items():
+        total.entered[name] = total.entered.get(name, 0) + n
+    _add_ticks(total.tick, part.tick)
+    _merge(total.dispatch, part.dispatch)
+
+
+@dataclass
+class FlowInfo:
+    name: str
+    status: str
+    version: int
+    trigger: str
+    runs: dict[str, int]
+    messages: dict[str, int]
+
+
+def list_flows(db: str, store: str) -> list[FlowInfo]:
+    engine = open_engine(db)
+    try:
+        with engine.connect() as conn:
+            row = stores_repo.get(conn, store)
+            runs = repo.run_counts(conn, row.id)
+            sent = repo.outbox_counts(conn, row.id)
+            flows = repo.list_flows(conn, row.id)
+    finally:
+        engine.dispose()
+    return [
+        FlowInfo(
+            f.name,
+            f.status,
+            f.version,
+            str(f.definition["trigger"]["type"]),
+            {s: n for (name, s), n in runs.items() if name == f.name},
+            {s: n for (name, s), n in sent.items() if name == f.name},
+        )
+        for f in flows
+    ]
+
+
+def staff_tasks(db: str, store: str, *, status: str | None = "open") -> list[dict[str, Any]]:
+    engine = open_engine(db)
+    try:
+        with engine.connect() as conn:
+            row = stores_repo.get(conn, store)
+            return repo.tasks(conn, row.id, status=status)
+    finally:
+        engine.dispose()
+
+
+def outbox(db: str, store: str, *, status: str | None, limit: int) -> list[dict[str, Any]]:
+    engine = open_engine(db)
+    try:
+        with engine.connect() as conn:
+            row = stores_repo.get(conn, store)
+            return repo.messages(conn, row.id, status=status, limit=limit)
+    finally:
+        engine.dispose()
+
+
+def send_steps(
+    db: str, store: str, name: str, only: str | None = None
+) -> list[tuple[str, str, str]]:
+    """(step id, channel, template) of a stored flow's send steps (for previews)."""
+    from boomerang.campaigns.flow import Send
+
+    engine = open_engine(db)
+    try:
+        with engine.connect() as conn:
+            row = stores_repo.get(conn, store)
+            found = repo.flow_by_name(conn, row.id, name)
+    finally:
+        engine.dispose()
+    if found is None:
+        raise NotFoundError(f"no flow {name!r}", hint="see `boomerang flows list`")
+    flow = _flow_of(found)
+    steps: list[tuple[str, str, str]] = [
+        (s.id, str(s.send.channel), s.send.template) for s in flow.steps if isinstance(s, Send)
+    ]
+    if only is not None:
+        steps = [s for s in steps if s[0] == only]
+        if not steps:
+            raise InputError(f"flow {name!r} has no send step {only!r}", hint="see the flow file")
+    return steps
+
+
+def templates_dir(db: str, store: str) -> str | None:
+    engine = open_engine(db)
+    try:
+        with engine.connect() as conn:
+            row = stores_repo.get(conn, store)
+            value = settings_repo.load_config(conn, row.id).get("templates_dir")
+    finally:
+        engine.dispose()
+    return None if value is None else str(value)

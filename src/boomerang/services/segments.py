@@ -407,8 +407,9 @@ class LiveResult:
     members: list[str]
 
 
-_PLANS: dict[tuple[int, str], tuple[Plan, dict[str, int]]] = {}
-_REFERENCES: dict[int, Reference] = {}
+# Caches keyed by the database too: ids and versions repeat across databases.
+_PLANS: dict[tuple[str, int, str], tuple[Plan, dict[str, int]]] = {}
+_REFERENCES: dict[tuple[str, int], Reference] = {}
 EMPTY_REFERENCE: Reference = {"rfm": None, "top": {}}
 
 
@@ -416,7 +417,10 @@ def store_plan(
     conn: Connection, store_id: int, version: str | None = None
 ) -> tuple[Plan, dict[str, int]]:
     """The store's plan, cached until a definition changes."""
-    key = (store_id, version if version is not None else repo.versions(conn, store_id)[1])
+    key = (
+        str(conn.engine.url), store_id,
+        version if version is not None else repo.versions(conn, store_id)[1],
+    )  # fmt: skip
     if key not in _PLANS:
         rows = [r for r in repo.list_segments(conn, store_id) if r.kind != "deleted"]
         _PLANS.clear()
@@ -430,12 +434,13 @@ def _reference_for(conn: Connection, store_id: int, refresh_id: int | None = -1)
         refresh_id = repo.versions(conn, store_id)[0]
     if refresh_id is None:
         return EMPTY_REFERENCE
-    if refresh_id not in _REFERENCES:
+    key = (str(conn.engine.url), refresh_id)
+    if key not in _REFERENCES:
         last = repo.latest_refresh(conn, store_id)
         assert last is not None
         _REFERENCES.clear()
-        _REFERENCES[last.id] = last.reference
-    return _REFERENCES[refresh_id]
+        _REFERENCES[(key[0], last.id)] = last.reference
+    return _REFERENCES[key]
 
 
 def reevaluate_in(
@@ -768,7 +773,7 @@ def rfm_section(db: str, store: str, *, as_of: int) -> str:
 
 # -- ad-hoc rules (campaign splits and exits) ------------------------------------------------
 
-_RULE_PLANS: dict[tuple[int, str, tuple[str, ...]], Plan] = {}
+_RULE_PLANS: dict[tuple[str, int, str, tuple[str, ...]], Plan] = {}
 
 
 def rule_flags(
@@ -780,7 +785,7 @@ def rule_flags(
         return {}
     texts = tuple(sorted(set(rules)))
     _, version = repo.versions(conn, store.id)
-    key = (store.id, version, texts)
+    key = (str(conn.engine.url), store.id, version, texts)
     if key not in _RULE_PLANS:
         stored = [r for r in repo.list_segments(conn, store.id) if r.kind != "deleted"]
         adhoc = [

@@ -17,7 +17,6 @@ from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from boomerang.store.schema import (
-    campaign_settings,
     consents,
     contact_slots,
     customers,
@@ -41,26 +40,6 @@ def _insert(conn: Connection, table: Any) -> Any:
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-# -- settings --------------------------------------------------------------------------------
-
-
-def get_settings(conn: Connection, store_id: int) -> dict[str, Any]:
-    raw = conn.execute(
-        select(campaign_settings.c.config).where(campaign_settings.c.store_id == store_id)
-    ).scalar()
-    return {} if raw is None else dict(json.loads(raw))
-
-
-def put_settings(conn: Connection, store_id: int, config: dict[str, Any], now: int) -> None:
-    text = json.dumps(config, sort_keys=True)
-    stmt = _insert(conn, campaign_settings).values(store_id=store_id, config=text, updated_at=now)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["store_id"], set_={"config": text, "updated_at": now}
-        )
-    )
 
 
 # -- flows -----------------------------------------------------------------------------------
@@ -209,26 +188,33 @@ def run_counts(conn: Connection, store_id: int) -> dict[tuple[str, str], int]:
 # -- facts for a batch of runs ---------------------------------------------------------------
 
 
-def last_orders(conn: Connection, store_id: int, customer_ids: Sequence[int]) -> dict[int, int]:
-    out: dict[int, int] = {}
+def order_times(
+    conn: Connection, store_id: int, customer_ids: Sequence[int], since: int, until: int
+) -> dict[int, tuple[int, ...]]:
+    """Each customer's non-cancelled order times in (since, until], ascending."""
+    out: dict[int, list[int]] = {}
     for part in _chunks(sorted(set(customer_ids))):
         rows = conn.execute(
-            select(orders.c.customer_id, func.max(orders.c.placed_at))
+            select(orders.c.customer_id, orders.c.placed_at)
             .where(
                 orders.c.store_id == store_id,
                 orders.c.customer_id.in_(part),
                 orders.c.status != "cancelled",
+                orders.c.placed_at > since,
+                orders.c.placed_at <= until,
             )
-            .group_by(orders.c.customer_id)
+            .order_by(orders.c.placed_at)
         )
-        out.update({int(c): int(t) for c, t in rows})
-    return out
+        for c, t in rows:
+            out.setdefault(int(c), []).append(int(t))
+    return {c: tuple(ts) for c, ts in out.items()}
 
 
 def contact_facts(
-    conn: Connection, store_id: int, customer_ids: Sequence[int]
+    conn: Connection, store_id: int, customer_ids: Sequence[int], now: int
 ) -> dict[int, dict[str, Any]]:
-    """Per customer: email, phone, timezone, birthday and the latest consent per channel."""
+    """Per customer: email, phone, timezone, birthday and the latest consent per channel
+    recorded by ``now``."""
     out: dict[int, dict[str, Any]] = {}
     for part in _chunks(sorted(set(customer_ids))):
         rows = conn.execute(
@@ -247,7 +233,11 @@ def contact_facts(
             }  # fmt: skip
         found = conn.execute(
             select(consents.c.customer_id, consents.c.channel, consents.c.status)
-            .where(consents.c.store_id == store_id, consents.c.customer_id.in_(part))
+            .where(
+                consents.c.store_id == store_id,
+                consents.c.customer_id.in_(part),
+                consents.c.occurred_at <= now,
+            )
             .order_by(consents.c.occurred_at, consents.c.id)
         )
         for cid, channel, status in found:

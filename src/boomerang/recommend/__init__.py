@@ -1,0 +1,2 @@
+"""Product recommendations: the `Recommender` interface and a co-purchase recommender
+(docs/templates.md#recommendations)."""
