@@ -548,6 +548,12 @@ def _dispatch_one(
         with engine.begin() as conn:
             if (
                 not candidate.transactional
+                and channel != "webhook"
+                and repo.consent_now(conn, store_id, cid, channel) != "granted"
+            ):  # withdrawn since the decision: the unsubscribe wins
+                decision = Decision("skip", f"no {channel} marketing consent (withdrawn)")
+            elif (
+                not candidate.transactional
                 and not m["attempts"]
                 and not repo.take_slot(
                     conn, store_id, cid, channel, now, settings.cap_micros(channel)

@@ -416,6 +416,28 @@ def last_marketing(conn: Connection, store_id: int, customer_id: int, channel: s
     return None if value is None else int(value)
 
 
+def consent_now(conn: Connection, store_id: int, customer_id: int, channel: str) -> str | None:
+    """The channel's latest consent status, read under a share lock on the customer row
+    (PostgreSQL), which a consent change takes FOR UPDATE: a message marked ``sending``
+    after an unsubscribe committed sees it."""
+    lock = select(customers.c.id).where(
+        customers.c.store_id == store_id, customers.c.id == customer_id
+    )
+    if conn.dialect.name == "postgresql":
+        conn.execute(lock.with_for_update(read=True))
+    value = conn.execute(
+        select(consents.c.status)
+        .where(
+            consents.c.store_id == store_id,
+            consents.c.customer_id == customer_id,
+            consents.c.channel == channel,
+        )
+        .order_by(consents.c.occurred_at.desc(), consents.c.id.desc())
+        .limit(1)
+    ).scalar()
+    return None if value is None else str(value)
+
+
 def take_slot(
     conn: Connection, store_id: int, customer_id: int, channel: str, now: int, cap: int | None
 ) -> bool:
