@@ -76,10 +76,11 @@ def test_flows_send_once_per_step_and_leave_on_an_order(db: str, tmp_path: Path)
         ("thank-you", "cat", "s3", "skipped"),
     ]
     sent_at = {(f, c, s): t for f, c, s, _, _, t in sent}
-    # Simulated hourly steps: the 10:00 order is seen by the scan of [10:00, 11:00), so the
-    # first email goes at 11:00; the second is due 7 days after the first step's scheduled
-    # time (10:00), which is a step boundary, so it goes at 10:00.
-    assert sent_at[("thank-you", "ann", "s1")] == at("2026-03-02 11:00")
+    # Simulated hourly grid: the run enters at the order's time (10:00, a grid point), so
+    # the first email goes at 10:00; the second is due 7 days after that step's scheduled
+    # time, at 10:00 again. bob's 12:00 order: 12:00.
+    assert sent_at[("thank-you", "ann", "s1")] == at("2026-03-02 10:00")
+    assert sent_at[("thank-you", "bob", "s1")] == at("2026-03-02 12:00")
     assert sent_at[("thank-you", "ann", "s3")] == at("2026-03-09 10:00")
     assert {r for _, c, _, st, r, _ in sent if st == "skipped"} == {
         "no email marketing consent (no consent record)"
@@ -137,10 +138,10 @@ def test_a_cap_keeps_the_higher_priority_flow_and_queues_or_skips_the_rest(
         SELECT f.name, o.status, o.reason, o.sent_at FROM outbox o
         JOIN flows f ON f.id = o.flow_id ORDER BY f.name""")  # fmt: skip
     by_flow = {name: (status, reason, sent) for name, status, reason, sent in got}
-    assert by_flow["vip"][0] == "sent" and by_flow["vip"][2] == at("2026-03-02 11:00")
+    assert by_flow["vip"][0] == "sent" and by_flow["vip"][2] == at("2026-03-02 10:00")
     assert by_flow["thanks"][0] == "sent"  # queued, then sent when the cap freed
     assert by_flow["thanks"][1] == "frequency cap (email): queued"
-    assert by_flow["thanks"][2] == at("2026-03-03 03:00")  # 11:00 + 16 h
+    assert by_flow["thanks"][2] == at("2026-03-03 02:00")  # 10:00 + 16 h
     assert by_flow["promo"][:2] == ("skipped", "frequency cap (email); priority 20 < 50")
 
 

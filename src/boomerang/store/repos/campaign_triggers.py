@@ -185,28 +185,39 @@ def segment_changes(
 def inactive(
     conn: Connection, store_id: int, days: int, of: str, since: int, until: int
 ) -> list[Entry]:
-    """Customers whose last order (or site event) is exactly ``days`` old somewhere in the
-    window; the key names that last activity, so a new order re-arms the trigger."""
+    """Customers whose order (or site event) at t was followed by none for ``days``, where
+    t + days falls in the window; the key names that last activity, so a new order re-arms
+    the trigger. Only activity before t + days counts, so a replayed history gives the
+    same entries as a live store."""
     gap = days * DAY
     if of == "order":
-        last = (
-            select(orders.c.customer_id.label("cid"), func.max(orders.c.placed_at).label("at"))
-            .where(orders.c.store_id == store_id, orders.c.customer_id.is_not(None),
-                   orders.c.status != "cancelled")
-            .group_by(orders.c.customer_id)
-        ).subquery()  # fmt: skip
+        table, when, extra = orders, orders.c.placed_at, [orders.c.status != "cancelled"]
     else:
-        last = (
-            select(events.c.customer_id.label("cid"), func.max(events.c.occurred_at).label("at"))
-            .where(events.c.store_id == store_id, events.c.customer_id.is_not(None))
-            .group_by(events.c.customer_id)
-        ).subquery()
+        table, when, extra = events, events.c.occurred_at, []
+    later = aliased(table)
+    later_when = later.c.placed_at if of == "order" else later.c.occurred_at
+    followed = exists().where(
+        later.c.store_id == store_id,
+        later.c.customer_id == table.c.customer_id,
+        later_when > when,
+        later_when <= when + gap,
+        *([later.c.status != "cancelled"] if of == "order" else []),
+    )
     rows = conn.execute(
-        select(last.c.cid, last.c.at).where(last.c.at + gap >= since, last.c.at + gap < until)
+        select(table.c.customer_id, when)
+        .where(
+            table.c.store_id == store_id,
+            table.c.customer_id.is_not(None),
+            when >= since - gap,  # sargable: the index on the time column applies
+            when < until - gap,
+            ~followed,
+            *extra,
+        )
+        .distinct()
     )
     return [
-        Entry(int(cid), f"inactive:{of}:{at}", int(at) + gap, {"last_at": int(at), "days": days})
-        for cid, at in rows
+        Entry(int(cid), f"inactive:{of}:{t}", int(t) + gap, {"last_at": int(t), "days": days})
+        for cid, t in rows
     ]
 
 

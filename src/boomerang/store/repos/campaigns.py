@@ -143,18 +143,20 @@ def insert_runs(conn: Connection, rows: list[dict[str, Any]]) -> int:
 
 
 def claim_due_runs(conn: Connection, store_id: int, now: int, limit: int) -> list[dict[str, Any]]:
+    live = select(flows.c.id).where(flows.c.store_id == store_id, flows.c.status == "active")
     query = (
         select(flow_runs)
         .where(
             flow_runs.c.store_id == store_id,
             flow_runs.c.status == "active",
             flow_runs.c.due_at <= now,
+            flow_runs.c.flow_id.in_(live.scalar_subquery()),  # a paused flow's runs wait
         )
         .order_by(flow_runs.c.due_at, flow_runs.c.id)
         .limit(limit)
     )
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
+        query = query.with_for_update(of=flow_runs, skip_locked=True)
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
@@ -394,9 +396,12 @@ def next_message_at(conn: Connection, store_id: int) -> int | None:
 
 
 def next_run_due(conn: Connection, store_id: int) -> int | None:
+    live = select(flows.c.id).where(flows.c.store_id == store_id, flows.c.status == "active")
     value = conn.execute(
         select(func.min(flow_runs.c.due_at)).where(
-            flow_runs.c.store_id == store_id, flow_runs.c.status == "active"
+            flow_runs.c.store_id == store_id,
+            flow_runs.c.status == "active",
+            flow_runs.c.flow_id.in_(live.scalar_subquery()),
         )
     ).scalar()
     return None if value is None else int(value)
