@@ -116,6 +116,16 @@ class LoyaltyEvent(_Model):
     event: Literal[LOYALTY_EVENTS]  # type: ignore[valid-type]
 
 
+class SiteEvent(_Model):
+    """Any event the store sends (``review_written``, ``app_installed``...), optionally only
+    when its properties match (``where: {rating: [4, 5]}``: the property's value, as text,
+    is one of the listed values)."""
+
+    type: Literal["event"]
+    event: str = Field(min_length=1, max_length=64)
+    where: dict[str, list[str | int | float | bool]] = Field(default_factory=dict)
+
+
 class SupportEvent(_Model):
     type: Literal["support_event"]
     event: Literal["complaint_logged"] = "complaint_logged"
@@ -142,6 +152,7 @@ Trigger = Annotated[
     | ReplenishmentDue
     | DateProperty
     | LoyaltyEvent
+    | SiteEvent
     | SupportEvent
     | Broadcast,
     Field(discriminator="type"),

@@ -47,6 +47,7 @@ from boomerang.campaigns.flow import (
     ReplenishmentDue,
     SegmentChange,
     SimpleTrigger,
+    SiteEvent,
     SupportEvent,
     parse_flow,
     rules,
@@ -216,8 +217,36 @@ def _entries(conn: Connection, store_id: int, flow: Flow, since: int, until: int
         return triggers.loyalty(conn, store_id, t.event, since, until)
     if isinstance(t, SupportEvent):
         return triggers.event_entries(conn, store_id, (t.event,), since, until, "support")
+    if isinstance(t, SiteEvent):
+        found = triggers.event_entries(conn, store_id, (t.event,), since, until, "event")
+        return [e for e in found if _matches(e.context.get("properties"), t.where)]
     assert isinstance(t, Broadcast)
     return _broadcast(conn, store_id, t, since, until)
+
+
+def _matches(properties: Any, where: dict[str, list[Any]]) -> bool:
+    """An event's properties (JSON text) against ``where``: each named property's value,
+    compared as text, is one of the listed values."""
+    if not where:
+        return True
+    try:
+        found = json.loads(properties) if isinstance(properties, str) else (properties or {})
+    except ValueError:
+        return False
+    if not isinstance(found, dict):
+        return False
+    return all(
+        key in found and _text(found[key]) in {_text(v) for v in allowed}
+        for key, allowed in where.items()
+    )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _broadcast(
