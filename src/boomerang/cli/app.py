@@ -8,11 +8,13 @@ import typer
 from rich.markup import escape
 
 from boomerang.cli import (
+    calendar,
     clv,
     cohorts,
     customers,
     db,
     demo,
+    flow_stats,
     flows,
     imports,
     loyalty,
@@ -50,7 +52,10 @@ app.add_typer(loyalty.app, name="loyalty")
 app.add_typer(loyalty.coupons_app, name="coupons")
 app.add_typer(memberships.app, name="memberships")
 app.add_typer(referrals.app, name="referrals")
+flows.app.command("stats")(flow_stats.stats)
+flows.app.command("experiments")(flow_stats.experiments)
 app.add_typer(flows.app, name="flows")
+app.add_typer(calendar.app, name="calendar")
 app.add_typer(flows.outbox_app, name="outbox")
 app.command("worker")(flows.worker)
 app.command("serve")(serve.serve)

@@ -24,6 +24,7 @@ from boomerang.analytics.prepare import prepare
 from boomerang.domain.clock import to_micros
 from boomerang.errors import InputError
 from boomerang.reports.retention import render_report
+from boomerang.services.campaign_stats import flow_section
 from boomerang.services.clv import clv_section
 from boomerang.services.context import open_engine
 from boomerang.services.memberships import membership_section
@@ -237,6 +238,9 @@ def build_report(
     members_html = membership_section(db, store, as_of=rfm_as_of)
     if members_html:
         extra.append(("memberships", "Paid memberships", members_html))
+    flows_html = flow_section(db, store, as_of=rfm_as_of)
+    if flows_html:
+        extra.append(("flows", "Flows", flows_html))
     html = render_report(
         ov, store, clv_html=clv_section(db, store),
         rfm_html=rfm_section(db, store, as_of=rfm_as_of), extra=extra,

@@ -43,6 +43,7 @@ class SettingsFile(BaseModel):
     templates_dir: str | None = None
     arbiter: ArbiterSettings | None = None
     channels: dict[str, dict[str, Any]] | None = None
+    attribution_window_days: int | None = Field(None, ge=1, le=365)
 
 
 def show_settings(db: str, store: str) -> dict[str, Any]:
