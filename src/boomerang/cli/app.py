@@ -17,6 +17,7 @@ from boomerang.cli import (
     flow_stats,
     flows,
     imports,
+    library,
     loyalty,
     memberships,
     metrics,
@@ -54,6 +55,7 @@ app.add_typer(memberships.app, name="memberships")
 app.add_typer(referrals.app, name="referrals")
 flows.app.command("stats")(flow_stats.stats)
 flows.app.command("experiments")(flow_stats.experiments)
+flows.app.add_typer(library.app, name="library")
 app.add_typer(flows.app, name="flows")
 app.add_typer(calendar.app, name="calendar")
 app.add_typer(flows.outbox_app, name="outbox")
