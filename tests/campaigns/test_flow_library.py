@@ -147,15 +147,6 @@ def test_install_reports_missing_segments(sqlite_db: str) -> None:
     assert query(db, "SELECT COUNT(*) FROM flows") == [(len(EXPECTED),)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="segments refresh fails on a store whose products and order lines have no "
-    "category and that has no product_viewed event: `store_categories` falls back to "
-    "`read_recent_view_properties`, whose empty result has an int64 `properties` column, "
-    "and `extract_properties` calls str.json_path_match on it (polars SchemaError), so the "
-    "built-in segments the library needs (at-risk, high-spenders, email-engaged) cannot "
-    "be created for an orders-only SQLite store (PostgreSQL is fine)",
-)
 def test_segments_refresh_works_on_a_store_without_events(sqlite_db: str) -> None:
     db = sqlite_db
     build_store(db, "shop", [Person("ann", orders=[("2025-12-01 10:00", 1000)])],

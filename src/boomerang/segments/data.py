@@ -174,9 +174,10 @@ def extract_properties(frame: pl.DataFrame, keys: set[str]) -> pl.DataFrame:
     """Raw ``properties`` JSON -> one text column per key (``prop_column``), compared as text."""
     if "properties" not in frame.columns:
         return frame
+    # An empty SQLite result types the column from no rows (int64): make it text first.
+    text = pl.col("properties").cast(pl.String)
     return frame.with_columns(
-        pl.col("properties").str.json_path_match(f"$.{key}").alias(prop_column(key))
-        for key in sorted(keys)
+        text.str.json_path_match(f"$.{key}").alias(prop_column(key)) for key in sorted(keys)
     ).drop("properties")
 
 
