@@ -112,8 +112,12 @@ LOYALTY_EVENTS = (
 
 
 class LoyaltyEvent(_Model):
+    """A loyalty, referral or membership event; ``where`` filters its payload like the
+    `event` trigger's (e.g. ``tier_changed`` with ``where: {direction: [up]}``)."""
+
     type: Literal["loyalty_event"]
     event: Literal[LOYALTY_EVENTS]  # type: ignore[valid-type]
+    where: dict[str, list[str | int | float | bool]] = Field(default_factory=dict)
 
 
 class SiteEvent(_Model):

@@ -1038,7 +1038,7 @@ def evaluate_tier(
         if new != old:
             repo.add_event(
                 conn, row.id, customer_id, "tier_changed",
-                {"from": old, "to": new, "measure": measure},
+                {"from": old, "to": new, "measure": measure, "direction": "up" if up else "down"},
                 f"tier:{customer_id}:{old}:{new}:{at}", at,
             )  # fmt: skip
     level = program.tier_named(new)

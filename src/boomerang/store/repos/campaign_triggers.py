@@ -7,6 +7,7 @@ entry is when the trigger happened (an abandonment: when its waiting time ran ou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -75,6 +76,16 @@ def order_placed(
                   {"order": str(ref), "order_number": number, "total_minor": int(total)})
         )  # fmt: skip
     return out
+
+
+def _props(raw: Any) -> Any:
+    """An event's properties as data (templates read ``run.trigger.properties.cart``)."""
+    if not isinstance(raw, str) or not raw:
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 def _event_rows(
@@ -146,7 +157,9 @@ def event_entries(
     conn: Connection, store_id: int, types: tuple[str, ...], since: int, until: int, prefix: str
 ) -> list[Entry]:
     return [
-        Entry(int(cid), f"{prefix}:{eid}", int(at), {"event": int(eid), "properties": props})
+        Entry(
+            int(cid), f"{prefix}:{eid}", int(at), {"event": int(eid), "properties": _props(props)}
+        )
         for eid, cid, at, props in _event_rows(conn, store_id, types, since, until)
     ]
 
@@ -334,7 +347,7 @@ def loyalty(conn: Connection, store_id: int, event: str, since: int, until: int)
         )
     )  # fmt: skip
     return [
-        Entry(int(cid), f"loyalty:{eid}", int(at), {"event": event, "payload": payload})
+        Entry(int(cid), f"loyalty:{eid}", int(at), {"event": event, "payload": _props(payload)})
         for eid, cid, at, payload in rows
     ]
 
