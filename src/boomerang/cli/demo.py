@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -11,9 +11,6 @@ from boomerang.cli.common import console
 from boomerang.cli.imports import print_summary
 from boomerang.domain.clock import from_micros
 from boomerang.domain.money import Money
-
-if TYPE_CHECKING:
-    pass
 
 
 def demo(
@@ -55,6 +52,13 @@ def demo(
         for name in shown:
             console.print(f"{name:<28} {refreshed.members.get(name, 0):,}")
         console.print(f"{refreshed.entered:,} memberships entered; see `boomerang segments list`")
+    flows = result.flows
+    if flows is not None:
+        console.rule("campaign flows (simulated time)")
+        from boomerang.cli.flows import print_summary as print_flows
+
+        print_flows(flows)
+        console.print(f"messages: {result.messages_dir} (one .eml per email sent)")
     report = result.report
     if report is not None:
         console.rule(f"retention, {report.start} to {report.end} (latest complete month)")

@@ -125,14 +125,21 @@ def runtime(engine: Engine, store: str, *, out_dir: Path | None = None) -> Runti
 
 
 def simulate_until(
-    db: str, store: str, until: int, *, out_dir: Path, step: int = campaigns.HOUR
+    db: str,
+    store: str,
+    until: int,
+    *,
+    out_dir: Path,
+    step: int = campaigns.HOUR,
+    scan: int = 24 * campaigns.HOUR,
 ) -> campaigns.RunSummary:
-    """`boomerang flows run --until`: simulated time, every message to files in ``out_dir``."""
+    """`boomerang flows run --until`: simulated time, every message to files in ``out_dir``
+    (``step``: the clock's grid; ``scan``: how far ahead triggers are read at a time)."""
     engine = open_engine(db)
     rt = runtime(engine, store, out_dir=out_dir)
     try:
         return campaigns.run_until(
-            engine, store, until, channels=rt.channels, build=rt.build, step=step
+            engine, store, until, channels=rt.channels, build=rt.build, step=step, scan=scan
         )
     finally:
         rt.close()
