@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -19,8 +19,10 @@ from boomerang.cli.segments import moment
 from boomerang.domain.clock import from_micros
 from boomerang.domain.money import Money, currency_exponent
 from boomerang.services import loyalty as service
-from boomerang.services import loyalty_simulator
 from boomerang.services.context import open_engine
+
+if TYPE_CHECKING:
+    from boomerang.services import loyalty_simulator
 
 app = typer.Typer(
     help="Loyalty points: balances, earn, redeem, adjust, expiry.", no_args_is_help=True
@@ -382,6 +384,8 @@ def simulate_command(
     expired, outstanding liability, tier mix and cost as % of revenue (nothing is stored)."""
     db_url, store_name = resolve(db, store)
     with console.status("replaying the orders", spinner="dots") if not as_json else nullcontext():
+        from boomerang.services import loyalty_simulator
+
         result = loyalty_simulator.simulate_program(
             db_url, store_name, file, redemption_rate=redemption_rate,
             point_value_minor=point_value, start=parse_day(start, "--from"),
