@@ -304,12 +304,7 @@ def test_earning_for_a_customer_of_another_store_writes_nothing(shop: Shop) -> N
         other.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync_order creates the accounts (and, for award 0, commits them) before checking "
-    "that the customer belongs to the store",
-)
-def test_bug_sync_order_for_another_stores_customer_writes_accounts(shop: Shop) -> None:
+def test_sync_order_for_another_stores_customer_writes_nothing(shop: Shop) -> None:
     other = make_shop(shop.db, 3, store="other", seed=8)
     try:
         with pytest.raises(NotFoundError):
@@ -320,12 +315,7 @@ def test_bug_sync_order_for_another_stores_customer_writes_accounts(shop: Shop) 
     assert accounts == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync_order inserts accounts for an unknown customer id first: the foreign key "
-    "fails (IntegrityError) instead of NotFoundError",
-)
-def test_bug_sync_order_unknown_customer_is_an_integrity_error(shop: Shop) -> None:
+def test_sync_order_unknown_customer_is_not_found(shop: Shop) -> None:
     with pytest.raises(NotFoundError):
         service.sync_order(shop.engine, shop.store, 999_999, "X-1", 10)
 

@@ -694,12 +694,7 @@ def test_bug_concurrent_tier_evaluations_write_two_tier_changed_events(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="expire_inactive stores delta = points taken (positive); every other debit, "
-    "including lot expiry, stores a negative delta",
-)
-def test_bug_inactivity_expiry_stores_a_positive_delta(shop: Shop, tmp_path: Path) -> None:
+def test_inactivity_expiry_stores_a_negative_delta(shop: Shop, tmp_path: Path) -> None:
     program(shop, tmp_path, "expiry: {mode: inactivity, days: 30}\n")
     cid = shop.customers[0]
     service.earn(shop.engine, shop.store, cid, 500, key="e", now=T0)

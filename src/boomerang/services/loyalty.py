@@ -414,6 +414,11 @@ def sync_order(
     at = now_micros() if now is None else now
     with engine.begin() as conn:
         row = _store(conn, store)
+        if not repo.customer_in_store(conn, row.id, customer_id):
+            raise NotFoundError(
+                f"no customer {customer_id} in this store",
+                hint="use the external id or email shown by an import",
+            )
         found = repo.accounts(
             conn, row.id,
             [
@@ -1141,7 +1146,7 @@ def expire_inactive(engine: Engine, store: str, *, now: int | None = None) -> Ex
                 out.points += taken
             else:
                 balance = customer.balance
-            repo.finish(conn, claim.id, _result(claim.id, cid, customer.balance - balance, balance))
+            repo.finish(conn, claim.id, _result(claim.id, cid, balance - customer.balance, balance))
     return out
 
 
