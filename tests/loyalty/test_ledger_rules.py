@@ -623,44 +623,35 @@ def test_bug_first_order_bonus_can_be_given_twice(shop: Shop, tmp_path: Path) ->
     assert points(shop, cid) == 177
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evaluate_tier commits the upgrade, then earns the entry points in a second "
-    "transaction; if that fails the points are never given (the next evaluation sees no upgrade)",
-)
-def test_bug_tier_entry_points_lost_when_the_second_transaction_fails(
+def test_tier_entry_points_survive_a_crash_in_the_upgrade(
     shop: Shop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     program(shop, tmp_path, TIER_PROGRAM)
     e, store, cid = shop.engine, shop.store, shop.customers[0]
     service.earn(e, store, cid, 1_000, key="seed", now=T0)
-    real_earn = service.earn
+    real_earn_in = service.earn_in
 
     def crash_once(*args: Any, **kw: Any) -> service.LedgerResult:
-        monkeypatch.setattr(service, "earn", real_earn)
+        monkeypatch.setattr(service, "earn_in", real_earn_in)
         raise ConnectionError("the process died here")
 
-    monkeypatch.setattr(service, "earn", crash_once)
+    # The entry points are granted in the upgrade's transaction: a crash there undoes the
+    # upgrade too, so the retry upgrades and grants them, once.
+    monkeypatch.setattr(service, "earn_in", crash_once)
     with pytest.raises(ConnectionError):
         service.evaluate_tier(e, store, cid, now=T0)
-    service.evaluate_tier(e, store, cid, now=T0 + DAY)  # the retry
+    assert service.evaluate_tier(e, store, cid, now=T0 + DAY).new == "Gold"  # the retry
+    service.evaluate_tier(e, store, cid, now=T0 + 2 * DAY)
     assert points(shop, cid) == 1_100  # Gold's 100 entry points, once
 
 
-def test_bug_concurrent_tier_evaluations_write_two_tier_changed_events(
+def test_concurrent_tier_evaluations_write_one_tier_changed_event(
     shop: Shop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
-    """Two evaluations of one customer interleaved on PostgreSQL: the second reads the
-    membership before the first commits (no lock on it), so both record the upgrade."""
+    """Two evaluations of one customer interleaved on PostgreSQL: the second starts while
+    the first holds the customer's account lock, waits, and then sees the upgrade done."""
     if shop.engine.dialect.name == "sqlite":
         pytest.skip("SQLite serialises writers (BEGIN IMMEDIATE): this interleaving cannot happen")
-    request.applymarker(
-        pytest.mark.xfail(
-            strict=True,
-            reason="evaluate_tier reads loyalty_members without a lock: two concurrent "
-            "evaluations both write the Silver -> Gold tier_changed event (distinct dedupe keys)",
-        )
-    )
     program(shop, tmp_path, TIER_PROGRAM)
     e, store, cid = shop.engine, shop.store, shop.customers[0]
     assert service.evaluate_tier(e, store, cid, now=T0).new == "Silver"

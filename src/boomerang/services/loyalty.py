@@ -1021,10 +1021,15 @@ def evaluate_tier(
     engine: Engine, store: str, customer_id: int, *, now: int | None = None
 ) -> TierChange:
     """Place the customer in the tier their measure reaches: up at once (with the tier's
-    entry points), down only at the review date (a year after the last change)."""
+    entry points, in the same transaction), down only at the review date (a year after
+    the last change). The customer's points account is locked first, so concurrent
+    evaluations of one customer take turns (one tier change, one event)."""
     at = now_micros() if now is None else now
     with engine.begin() as conn:
         row = _store(conn, store)
+        if not repo.customer_in_store(conn, row.id, customer_id):
+            raise NotFoundError(f"no customer {customer_id} in this store", hint="check the id")
+        _points_accounts(conn, row.id, customer_id, AccountKind.ISSUED, at)  # the lock
         program = load_program(conn, row.id)
         since = _period_start(program, at)
         if program.tiers.basis == "points":
@@ -1048,12 +1053,14 @@ def evaluate_tier(
                 {"from": old, "to": new, "measure": measure, "direction": "up" if up else "down"},
                 f"tier:{customer_id}:{old}:{new}:{at}", at,
             )  # fmt: skip
-    level = program.tier_named(new)
-    if up and level is not None and level.entry_points:
-        earn(
-            engine, store, customer_id, level.entry_points, key=f"tier-entry:{customer_id}:{new}", system=True,
-            reason=f"welcome to {new}", now=at, expires_at=lot_expiry(program, at),
-        )  # fmt: skip
+        level = program.tier_named(new)
+        if up and level is not None and level.entry_points:
+            earn_in(
+                conn, row.id, customer_id, level.entry_points,
+                key=f"tier-entry:{customer_id}:{new}", reason=f"welcome to {new}",
+                actor="system", expires_at=lot_expiry(program, at), order_ref=None, at=at,
+                system=True,
+            )  # fmt: skip
     return TierChange(customer_id, old, new, measure)
 
 
