@@ -487,12 +487,7 @@ class _EarnBeforeFirstWrite:
         return self._engine.begin()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="expire_inactive lists idle accounts, then expires each account's whole balance "
-    "without re-checking its last activity under the lock: points earned in between expire",
-)
-def test_bug_inactivity_expiry_takes_points_earned_after_the_listing(
+def test_inactivity_expiry_spares_points_earned_after_the_listing(
     shop: Shop, tmp_path: Path
 ) -> None:
     service.set_program(shop.db, shop.store, write_program(tmp_path / "p.yaml", INACTIVITY_PROGRAM))

@@ -1136,25 +1136,39 @@ def expire_inactive(engine: Engine, store: str, *, now: int | None = None) -> Ex
             return out
         idle = repo.inactive_accounts(conn, row.id, at - program.expiry.days * MICROS_PER_DAY)
     for acc in idle:
-        cid = int(acc["customer_id"])
-        with engine.begin() as conn:
-            claim = _claim(
-                conn, row.id, key=f"expire:inactive:{acc['id']}:{acc['last_id']}", kind="expire", system=True,
-                customer_id=cid, order_ref=None, reason="inactive: points expired",
-                actor="expiry job", now=at, payload={"account": int(acc["id"])},
-            )  # fmt: skip
-            if claim.id is None:
-                out.replayed += 1
-                continue
-            customer, expired = _points_accounts(conn, row.id, cid, AccountKind.EXPIRED, at)
-            if customer.balance > 0:
-                taken, balance = _debit(conn, row.id, claim.id, customer, expired, customer.balance)
-                out.lots += 1
-                out.points += taken
-            else:
-                balance = customer.balance
-            repo.finish(conn, claim.id, _result(claim.id, cid, balance - customer.balance, balance))
+        try:
+            _expire_idle(engine, row.id, acc, at, out)
+        except _Active:  # rolled back, claim included: the account is not idle any more
+            continue
     return out
+
+
+class _Active(Exception):
+    """An account listed as idle was used before its expiry transaction locked it."""
+
+
+def _expire_idle(
+    engine: Engine, store_id: int, acc: dict[str, Any], at: int, out: ExpiryResult
+) -> None:
+    cid = int(acc["customer_id"])
+    with engine.begin() as conn:  # the account lock is taken before the re-check
+        claim = _claim(
+            conn, store_id, key=f"expire:inactive:{acc['id']}:{acc['last_id']}", kind="expire",
+            customer_id=cid, order_ref=None, reason="inactive: points expired",
+            actor="expiry job", now=at, payload={"account": int(acc["id"])}, system=True,
+        )  # fmt: skip
+        if claim.id is None:
+            out.replayed += 1
+            return
+        customer, expired = _points_accounts(conn, store_id, cid, AccountKind.EXPIRED, at)
+        if repo.last_activity_id(conn, store_id, cid) != int(acc["last_id"]):
+            raise _Active()  # earned or spent since the listing: not idle any more
+        balance = customer.balance
+        if customer.balance > 0:
+            taken, balance = _debit(conn, store_id, claim.id, customer, expired, customer.balance)
+            out.lots += 1
+            out.points += taken
+        repo.finish(conn, claim.id, _result(claim.id, cid, balance - customer.balance, balance))
 
 
 def release_pending_due(engine: Engine, store: str, *, now: int | None = None) -> int:

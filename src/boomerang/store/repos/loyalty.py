@@ -581,6 +581,18 @@ def inactive_accounts(conn: Connection, store_id: int, before: int) -> list[dict
     return [dict(r) for r in rows]
 
 
+def last_activity_id(conn: Connection, store_id: int, customer_id: int) -> int | None:
+    """The customer's latest earn/award/redeem/adjust transaction (what inactivity counts)."""
+    value = conn.execute(
+        select(func.max(loyalty_transactions.c.id)).where(
+            loyalty_transactions.c.store_id == store_id,
+            loyalty_transactions.c.customer_id == customer_id,
+            loyalty_transactions.c.kind.in_(["earn", "award", "redeem", "adjust"]),
+        )
+    ).scalar()
+    return None if value is None else int(value)
+
+
 def pending_lots(conn: Connection, store_id: int, created_before: int) -> list[dict[str, Any]]:
     """Lots in customers' pending accounts, earned before ``created_before``, not released."""
     rows = conn.execute(
