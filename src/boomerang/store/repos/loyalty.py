@@ -529,7 +529,9 @@ def reward_redemptions(conn: Connection, store_id: int, customer_id: int, reward
 def redemptions_to_restore(conn: Connection, store_id: int, order_ref: str) -> list[dict[str, Any]]:
     """Redemptions made on an order that have not been restored yet."""
     restored = select(loyalty_transactions.c.idempotency_key).where(
-        loyalty_transactions.c.store_id == store_id, loyalty_transactions.c.kind == "restore"
+        loyalty_transactions.c.store_id == store_id,
+        loyalty_transactions.c.order_ref == order_ref,
+        loyalty_transactions.c.kind == "restore",
     )
     keys = {str(k) for (k,) in conn.execute(restored)}
     rows = conn.execute(
@@ -539,7 +541,7 @@ def redemptions_to_restore(conn: Connection, store_id: int, order_ref: str) -> l
             loyalty_transactions.c.kind == "redeem",
         )
     ).mappings()
-    return [dict(r) for r in rows if f"restore:{r['id']}" not in keys]
+    return [dict(r) for r in rows if f"sys:restore:{r['id']}" not in keys]
 
 
 def birthdays(conn: Connection, store_id: int, month_day: str) -> list[int]:
