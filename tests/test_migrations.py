@@ -10,7 +10,8 @@ from boomerang.store.engine import make_engine
 from boomerang.store.schema import metadata
 
 
-def test_migrations_match_schema_and_upgrade_is_idempotent(db: str) -> None:
+def test_migrations_match_schema_and_upgrade_is_idempotent(empty_db: str) -> None:
+    db = empty_db
     engine = make_engine(db)
     try:
         assert migrate.upgrade(engine) == migrate.head_revision(engine)
