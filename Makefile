@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/segments_bench.py
 	$(BIN)/python bench/segments_live_bench.py
 	$(BIN)/python bench/loyalty_bench.py
+	$(BIN)/python bench/campaigns_bench.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

@@ -27,6 +27,7 @@ from boomerang.campaigns.flow import (
     Send,
     Split,
     StaffTask,
+    Step,
     UpdateProfile,
     Wait,
     Webhook,
@@ -126,39 +127,101 @@ def next_local_time(after: int, hhmm: Any, timezone: str | None) -> int:
 
 def advance(flow: Flow, run: RunState, facts: Facts, now: int, effects: Effects) -> Advance:
     """Run every step that is due by ``now``; stop at a wait that ends later, the end, or
-    an exit condition (checked before every step)."""
-    out = Advance(run.step_id, run.due_at, "active", None, dict(run.context))
+    an exit condition (checked before every step).
+
+    ``run.context`` is never modified: the result's ``context`` is that same dict when no
+    step changed it, else a new one (a coupon or an A/B variant added), so a caller can
+    tell "unchanged" with ``is``."""
+    out = Advance(run.step_id, run.due_at, "active", None, run.context)
+    plan = _plan(flow)
+    # Whether an exit can apply at all (the facts do not change during the advance).
+    exits = (flow.exit.placed_order and bool(facts.order_times)) or (
+        bool(flow.exit.rule) and bool(facts.rules.get(flow.exit.rule or ""))
+    )
     for _ in range(MAX_STEPS_PER_ADVANCE):
-        if out.status != "active":
-            return out
         if out.step_id == END:
             out.status = "done"
             return out
         if out.due_at > now:
             return out
-        reason = _exit_reason(flow, run, facts, out.due_at)
-        if reason is not None:
-            out.status, out.exit_reason = "exited", reason
+        if exits:
+            reason = _exit_reason(flow, run, facts, out.due_at)
+            if reason is not None:
+                out.status, out.exit_reason = "exited", reason
+                return out
+        node = plan[out.step_id]
+        if node.wait is not None:  # a wait of a fixed length: the common step, inline
+            out.executed.append(out.step_id)
+            out.step_id, out.due_at = node.following, out.due_at + node.wait
+            continue
+        _run_step(flow, plan, run, facts, out, effects)
+        if out.status != "active":
             return out
-        _run_step(flow, run, facts, out, effects)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """A step with what `advance` looks up at every visit, worked out once per flow."""
+
+    step: Step
+    following: str
+    wait: int | None  # a duration wait's length (None: other steps, or not parsed)
+
+
+_PLANS: dict[int, tuple[Flow, dict[str, _Node]]] = {}
+
+
+def _plan(flow: Flow) -> dict[str, _Node]:
+    """Step id -> node, cached per flow object (which the entry keeps alive, so its id
+    cannot be reused while cached)."""
+    found = _PLANS.get(id(flow))
+    if found is not None and found[0] is flow:
+        return found[1]
+    plan: dict[str, _Node] = {}
+    for step in flow.steps:
+        length: int | None = None
+        if isinstance(step, Wait):
+            try:
+                length = wait_micros(step.wait, f"steps.{step.id}.wait.duration")
+            except Exception:  # reported when the step runs, as before
+                length = None
+        plan[step.id] = _Node(step, flow.following(step.id), length)
+    if len(_PLANS) >= 256:
+        _PLANS.clear()
+    _PLANS[id(flow)] = (flow, plan)
+    return plan
 
 
 def _exit_reason(flow: Flow, run: RunState, facts: Facts, at: int) -> str | None:
     """Why the run leaves before its step due at ``at``: an order after entry and by that
     time (a late tick does not exit a run for an order placed after the step was due)."""
-    if flow.exit.placed_order and any(run.entered_at < t <= at for t in facts.order_times):
+    if (
+        flow.exit.placed_order
+        and facts.order_times
+        and any(run.entered_at < t <= at for t in facts.order_times)
+    ):
         return "placed an order"
     if flow.exit.rule and facts.rules.get(flow.exit.rule):
         return f"exit rule: {flow.exit.rule}"
     return None
 
 
-def _run_step(flow: Flow, run: RunState, facts: Facts, out: Advance, effects: Effects) -> None:
-    step = flow.step(out.step_id)
+def _run_step(
+    flow: Flow, plan: dict[str, _Node], run: RunState, facts: Facts, out: Advance,
+    effects: Effects,
+) -> None:  # fmt: skip
+    node = plan[out.step_id]
+    step = node.step
     at = out.due_at
     out.executed.append(step.id)
-    following = flow.following(step.id)
+    following = node.following
+    if isinstance(step, Wait):
+        if node.wait is not None:
+            out.step_id, out.due_at = following, at + node.wait
+        else:
+            out.step_id, out.due_at = following, _wait_until(step, at, facts, out)
+        return
     if isinstance(step, Send):
         out.outgoing.append(
             Outgoing(step.id, step.send.channel, step.send.template, step.send.transactional,
@@ -167,23 +230,19 @@ def _run_step(flow: Flow, run: RunState, facts: Facts, out: Advance, effects: Ef
     elif isinstance(step, Webhook):
         context = {**_message_context(out.context), "url": step.webhook.url}
         out.outgoing.append(Outgoing(step.id, "webhook", "", False, at, context))
-    elif isinstance(step, Wait):
-        out.step_id, out.due_at = following, _wait_until(step, at, facts, out)
-        return
     elif isinstance(step, Split):
         out.step_id = step.split.then if facts.rules.get(step.split.rule) else step.split.otherwise
         return
     elif isinstance(step, Ab):
         weights = [v.weight for v in step.ab.variants]
         chosen = step.ab.variants[variant_for(flow.name, step.id, run.customer_id, weights)]
-        out.context.setdefault("variants", {})[step.id] = chosen.name
+        _put(out, "variants", step.id, chosen.name)
         out.step_id = chosen.next
         return
     elif not run.holdout:  # the holdout gets no treatment at all: no coupon, no points
         if isinstance(step, IssueCoupon):
-            out.context.setdefault("coupons", {})[step.coupon.name] = effects.coupon(
-                run, step.id, step.coupon, at
-            )
+            issued = effects.coupon(run, step.id, step.coupon, at)
+            _put(out, "coupons", step.coupon.name, issued)
         elif isinstance(step, GrantPoints):
             effects.points(run, step.id, step.points, at)
         elif isinstance(step, StaffTask):
@@ -191,6 +250,14 @@ def _run_step(flow: Flow, run: RunState, facts: Facts, out: Advance, effects: Ef
         elif isinstance(step, UpdateProfile):
             effects.profile(run, step.id, step.update_profile, at)
     out.step_id = following
+
+
+def _put(out: Advance, section: str, key: str, value: Any) -> None:
+    """Set ``context[section][key]`` copy-on-write: the run's context and the messages
+    already queued keep what they had (a message carries the coupons issued so far)."""
+    context = dict(out.context)
+    context[section] = {**context.get(section, {}), key: value}
+    out.context = context
 
 
 def _wait_until(step: Wait, at: int, facts: Facts, out: Advance) -> int:

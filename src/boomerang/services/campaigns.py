@@ -17,9 +17,11 @@ docs/campaigns.md describes the model, the arbiter's rules and the guarantees.
 
 from __future__ import annotations
 
+import gc
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,8 @@ HOUR = 3_600_000_000
 LEASE = 10 * 60 * 1_000_000
 MAX_ATTEMPTS = 5
 TRANSACTIONAL_PRIORITY = 100
+#: SQLite page cache of the tick's connection (KiB).
+TICK_CACHE_KIB = 262_144
 
 #: Builds the messages of a batch of outbox rows (given their customers' contact facts):
 #: outbox id -> message, or the exception that prevented it (`campaign_messages`).
@@ -395,66 +399,140 @@ class TickResult:
     batches: int = 0
 
 
-def tick(engine: Engine, store: str, now: int, *, batch: int = 2000) -> TickResult:
-    """Advance every run due by ``now``, a batch per transaction."""
+def tick(engine: Engine, store: str, now: int, *, batch: int = 5000) -> TickResult:
+    """Advance every run due by ``now``, a batch per transaction (all on one connection,
+    so SQLite does not open, configure and checkpoint a connection per batch)."""
     out = TickResult()
-    while True:
-        with engine.begin() as conn:
-            row = stores_repo.get(conn, store)
-            claimed = repo.claim_due_runs(conn, row.id, now, batch)
-            if not claimed:
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            # The batch's random reads and index writes over big tables: keep pages in
+            # memory (this connection only; the default is 2 MiB).
+            conn.exec_driver_sql(f"PRAGMA cache_size = -{TICK_CACHE_KIB}")
+            conn.commit()
+        while True:
+            with conn.begin(), _no_gc():
+                row = stores_repo.get(conn, store)
+                claimed = repo.claim_due_runs(conn, row.id, now, batch)
+                if not claimed:
+                    return out
+                _advance_batch(conn, row, claimed, now, out)
+            out.batches += 1
+            if len(claimed) < batch:
                 return out
-            _advance_batch(conn, row, claimed, now, out)
-        out.batches += 1
-        if len(claimed) < batch:
-            return out
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused for one batch (and restored after it): a batch
+    keeps thousands of new containers alive until its writes, and the collector would walk
+    the growing heap again and again meanwhile (it cost as much as advancing the runs).
+    Garbage in cycles is collected by the next collection after the batch."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+@dataclass(frozen=True)
+class _Needs:
+    """The facts a flow's steps and exits read: only those are gathered for a batch."""
+
+    orders: bool  # exit on an order: the customers' order times
+    rules: tuple[str, ...]  # segment rules (exit rule, splits): their flags
+    timezone: bool  # a wait until a time of day: the customer's timezone
+    dates: frozenset[str]  # waits until a date property: those dates
+
+    @staticmethod
+    def of(flow: Flow) -> _Needs:
+        from boomerang.campaigns.flow import Wait
+
+        waits = [s.wait for s in flow.steps if isinstance(s, Wait)]
+        return _Needs(
+            orders=flow.exit.placed_order,
+            rules=tuple(dict.fromkeys(t for _, t in rules(flow))),
+            timezone=any(w.until_time is not None for w in waits),
+            dates=frozenset(w.until for w in waits if w.until is not None),
+        )
+
+
+_NO_FACTS = Facts()
+_ENCODE_RUN = json.JSONEncoder(sort_keys=True).encode
 
 
 def _advance_batch(
-    conn: Connection, store: stores_repo.Store, claimed: list[dict[str, Any]], now: int,
+    conn: Connection, store: stores_repo.Store, claimed: list[repo.DueRun], now: int,
     out: TickResult,
 ) -> None:  # fmt: skip
-    flows = {f.id: f for f in repo.list_flows(conn, store.id)}
-    cids = [int(r["customer_id"]) for r in claimed]
-    earliest = min(int(r["entered_at"]) for r in claimed)
-    times = repo.order_times(conn, store.id, cids, earliest, now)
-    contact = repo.contact_facts(conn, store.id, cids, now)
+    """Advance the claimed runs and queue their messages, in the caller's transaction.
+
+    Facts are gathered only for what the batch's flows read (order times for an exit on
+    an order, rule flags, timezones and dates for such waits); the runs are written with
+    one prepared UPDATE per row (optimistic: the version read must still be there) and
+    the messages with one INSERT per row that ignores a (run, step) already queued."""
+    rows_by_id = {f.id: f for f in repo.list_flows(conn, store.id)}
+    flows: dict[int, Flow] = {}
+    needs: dict[int, _Needs] = {}
+    members: dict[int, list[int]] = {}
+    for r in claimed:
+        if r.flow_id not in flows:
+            flows[r.flow_id] = _flow_of(rows_by_id[r.flow_id])
+            needs[r.flow_id] = _Needs.of(flows[r.flow_id])
+            members[r.flow_id] = []
+        members[r.flow_id].append(r.customer_id)
+    times: dict[int, tuple[int, ...]] = {}
+    with_orders = [c for f, n in needs.items() if n.orders for c in members[f]]
+    if with_orders:
+        earliest = min(r.entered_at for r in claimed if needs[r.flow_id].orders)
+        times = repo.order_times(conn, store.id, with_orders, earliest, now)
+    contact: dict[int, dict[str, Any]] = {}
+    with_contact = [c for f, n in needs.items() if n.timezone or n.dates for c in members[f]]
+    if with_contact:
+        renewals = any("membership_renewal" in n.dates for n in needs.values())
+        contact = repo.run_contacts(conn, store.id, with_contact, renewals=renewals)
     flags: dict[int, dict[int, dict[str, bool]]] = {}
-    by_flow: dict[int, list[int]] = {}
-    for r in claimed:
-        by_flow.setdefault(int(r["flow_id"]), []).append(int(r["customer_id"]))
-    for fid, members in by_flow.items():
-        texts = [t for _, t in rules(_flow_of(flows[fid]))]
-        if texts:
-            flags[fid] = rule_flags(conn, store, texts, members, now)
+    for fid, n in needs.items():
+        if n.rules:
+            flags[fid] = rule_flags(conn, store, list(n.rules), members[fid], now)
     effects = _StepEffects(conn, store)
-    changes, messages = [], []
-    for r in claimed:
-        fid, cid = int(r["flow_id"]), int(r["customer_id"])
-        flow = _flow_of(flows[fid])
-        run = RunState(
-            int(r["id"]), cid, str(r["step_id"]), int(r["due_at"]), int(r["entered_at"]),
-            bool(r["holdout"]), json.loads(r["context"]),
-        )  # fmt: skip
-        facts_of = contact.get(cid, {})
-        facts = Facts(
-            order_times=times.get(cid, ()),
-            rules=flags.get(fid, {}).get(cid, {}),
-            timezone=facts_of.get("timezone"),
-            dates=_dates(facts_of, run.due_at),
-        )
+    changes: list[repo.RunChange] = []
+    messages: list[repo.NewMessage] = []
+    loads, dumps, change = json.loads, _ENCODE_RUN, repo.RunChange
+    done = exited = 0
+    for rid, fid, cid, step_id, due_at, entered_at, holdout, version, text in claimed:
+        flow, need = flows[fid], needs[fid]
+        run = RunState(rid, cid, step_id, due_at, entered_at, bool(holdout), loads(text))
+        facts = _NO_FACTS  # the flow reads nothing, or there is nothing to know
+        if need.rules or need.timezone or need.dates:
+            facts_of = contact.get(cid, {})
+            facts = Facts(
+                order_times=times.get(cid, ()),
+                rules=flags.get(fid, {}).get(cid, {}),
+                timezone=facts_of.get("timezone"),
+                dates=_dates(facts_of, due_at) if need.dates else {},
+            )
+        elif cid in times:
+            facts = Facts(order_times=times[cid])
         result = advance(flow, run, facts, now, effects)
-        changes.append({
-            "rid": run.run_id, "read": int(r["version"]), "step_id": result.step_id,
-            "due_at": result.due_at, "status": result.status, "exit_reason": result.exit_reason,
-            "context": json.dumps(result.context, sort_keys=True), "updated_at": now,
-        })  # fmt: skip
-        expires = run.context.get("trigger", {}).get("expires_at")
-        messages += [
-            _outbox_row(store.id, fid, flow, run, m, expires, now) for m in result.outgoing
-        ]
-        out.done += result.status == "done"
-        out.exited += result.status == "exited"
+        changes.append(change(
+            result.step_id, result.due_at, result.status, result.exit_reason,
+            text if result.context is run.context else dumps(result.context), now, rid, version,
+        ))  # fmt: skip
+        if result.outgoing:
+            expires = run.context.get("trigger", {}).get("expires_at")
+            for m in result.outgoing:
+                # A message that carries the run's whole context, unchanged, carries its text.
+                same = _same_context(m.context, run.context)
+                messages.append(
+                    _outbox_row(store.id, fid, flow, run, m, expires, now, text if same else None)
+                )
+        if result.status != "active":
+            done += result.status == "done"
+            exited += result.status == "exited"
+    out.done += done
+    out.exited += exited
     out.queued += repo.insert_messages(conn, messages)
     updated = repo.update_runs(conn, changes)
     if updated != len(changes):  # another worker moved a run we read: undo the whole batch
@@ -471,19 +549,26 @@ def _dates(contact: dict[str, Any], after: int) -> dict[str, int | None]:
     }
 
 
+def _same_context(message: dict[str, Any], run: dict[str, Any]) -> bool:
+    """The message's context is the run's (same keys, the very same values: nothing was
+    added since the run's context was read)."""
+    return len(message) == len(run) and all(message.get(k) is v for k, v in run.items())
+
+
+_ENCODE = json.JSONEncoder(sort_keys=True, default=str).encode
+
+
 def _outbox_row(
-    store_id: int, flow_id: int, flow: Flow, run: RunState, m: Outgoing, expires: Any, now: int
-) -> dict[str, Any]:
-    return {
-        "store_id": store_id, "message_key": f"run:{run.run_id}:{m.step_id}", "flow_id": flow_id,
-        "run_id": run.run_id, "step_id": m.step_id, "customer_id": run.customer_id,
-        "channel": m.channel, "template": m.template, "transactional": int(m.transactional),
-        "priority": TRANSACTIONAL_PRIORITY if m.transactional else flow.priority,
-        "holdout": int(run.holdout), "status": "queued", "reason": None,
-        "not_before": m.not_before, "expires_at": expires, "attempts": 0,
-        "context": json.dumps(m.context, sort_keys=True, default=str), "created_at": now,
-        "updated_at": now,
-    }  # fmt: skip
+    store_id: int, flow_id: int, flow: Flow, run: RunState, m: Outgoing, expires: Any, now: int,
+    context_text: str | None = None,
+) -> repo.NewMessage:  # fmt: skip
+    return repo.NewMessage(
+        store_id, f"run:{run.run_id}:{m.step_id}", flow_id, run.run_id, m.step_id,
+        run.customer_id, m.channel, m.template, int(m.transactional),
+        TRANSACTIONAL_PRIORITY if m.transactional else flow.priority, int(run.holdout),
+        "queued", None, m.not_before, expires, 0,
+        _ENCODE(m.context) if context_text is None else context_text, now, now,
+    )  # fmt: skip
 
 
 # -- dispatching -----------------------------------------------------------------------------
@@ -523,27 +608,52 @@ def dispatch(
     worker: str | None = None,
     limit: int = 200,
 ) -> DispatchResult:
-    """Deliver what is ready by ``now`` (one claim of up to ``limit`` messages)."""
+    """Deliver what is ready by ``now`` (one claim of up to ``limit`` messages).
+
+    One connection serves the whole call; every step is still its own transaction: the
+    claim; then the messages that will not be sent (skipped, deferred, not renderable),
+    together; then, per message sent, one transaction that records the outcome of the
+    message delivered just before (sent, failed, retry) and marks this one ``sending``
+    after re-reading the consent and taking the capped slot. So a worker has at most one
+    message ``sending`` at any time, and one kill leaves at most one message in doubt."""
     me = worker or uuid.uuid4().hex[:16]
     out = DispatchResult()
-    with engine.begin() as conn:
-        row = stores_repo.get(conn, store)
-        settings = arbiter_settings(conn, row.id)
-        claimed = repo.claim_messages(conn, row.id, me, now, limit)
-        contacts = repo.contact_facts(conn, row.id, [int(m["customer_id"]) for m in claimed], now)
-        last = {
-            int(m["id"]): repo.last_marketing(conn, row.id, int(m["customer_id"]), m["channel"])
-            for m in claimed
-        }
-    decided = []
-    for m in claimed:
-        candidate = _candidate(m, contacts.get(int(m["customer_id"]), {}), last[int(m["id"])])
-        decided.append((m, candidate, decide(candidate, settings, now)))
-    to_send = [m for m, _, d in decided if d.action == "send"]
-    built = build(to_send, contacts) if to_send else {}
-    for m, candidate, decision in decided:
-        _dispatch_one(engine, row.id, m, candidate, decision, built.get(int(m["id"])),
-                      settings, now, me, channels, out)  # fmt: skip
+    with engine.connect() as conn:
+        with conn.begin():
+            row = stores_repo.get(conn, store)
+            settings = arbiter_settings(conn, row.id)
+            claimed = repo.claim_messages(conn, row.id, me, now, limit)
+            cids = [int(m["customer_id"]) for m in claimed]
+            contacts = repo.contact_facts(conn, row.id, cids, now) if claimed else {}
+            slots = repo.last_marketing_many(
+                conn, row.id, [(int(m["customer_id"]), str(m["channel"])) for m in claimed]
+            )
+        if not claimed:
+            return out
+        decided = []
+        for m in claimed:
+            cid, channel = int(m["customer_id"]), str(m["channel"])
+            candidate = _candidate(m, contacts.get(cid, {}), slots.get((cid, channel)))
+            decided.append((m, candidate, decide(candidate, settings, now)))
+        to_send = [m for m, _, d in decided if d.action == "send"]
+        built = build(to_send, contacts) if to_send else {}
+        sends = []
+        with conn.begin():  # what will not be sent, settled together
+            for m, candidate, decision in decided:
+                message = built.get(int(m["id"]))
+                if decision.action == "send" and isinstance(message, Message):
+                    sends.append((m, candidate, message))
+                elif decision.action == "send":  # a template error fails this message only
+                    _finish(conn, int(m["id"]), me, now, "failed", f"render: {message}"[:200])
+                    out.failed += 1
+                else:
+                    _settle(conn, int(m["id"]), me, now, decision, out)
+        sender = _Sender(conn, row.id, settings, now, me, channels, out)
+        try:
+            for m, candidate, message in sends:
+                sender.send(m, candidate, message)
+        finally:
+            sender.flush()
     return out
 
 
@@ -563,24 +673,85 @@ def _note(out: DispatchResult, decision: Decision) -> None:
     out.reasons[decision.reason] = out.reasons.get(decision.reason, 0) + 1
 
 
-def _dispatch_one(
-    engine: Engine, store_id: int, m: dict[str, Any], candidate: Candidate, decision: Decision,
-    message: Message | Exception | None, settings: ArbiterSettings, now: int, me: str,
-    channels: Callable[[str], Channel], out: DispatchResult,
-) -> None:  # fmt: skip
-    oid, channel, cid = int(m["id"]), str(m["channel"]), int(m["customer_id"])
-    if decision.action == "send":
-        if not isinstance(message, Message):  # a template error fails this message only
-            _finish(engine, oid, me, now, "failed", f"render: {message}"[:200], out)
-            out.failed += 1
+def _settle(
+    conn: Connection, oid: int, me: str, now: int, decision: Decision, out: DispatchResult
+) -> None:
+    """A claimed message that is not sent: skipped (with the reason) or back in the queue
+    until ``decision.until``."""
+    if decision.action == "skip":
+        _finish(conn, oid, me, now, "skipped", decision.reason)
+        out.skipped += 1
+    else:
+        repo.set_message(conn, oid, expect="claimed", worker=me, now=now, status="queued",
+                         not_before=decision.until, reason=decision.reason,
+                         claimed_by=None, claimed_at=None)  # fmt: skip
+        out.deferred += 1
+    _note(out, decision)
+
+
+def _finish(conn: Connection, oid: int, me: str, now: int, status: str, reason: str) -> None:
+    repo.set_message(conn, oid, expect="claimed", worker=me, now=now, status=status,
+                     reason=reason)  # fmt: skip
+
+
+@dataclass
+class _Outcome:
+    """How a delivery ended, to be written (``sending`` -> status) in the next transaction."""
+
+    oid: int
+    values: dict[str, Any]
+    counter: str  # the `DispatchResult` field it counts in
+
+
+class _Sender:
+    """Marks messages ``sending`` and delivers them one at a time on one connection; the
+    outcome of a delivery is written in the transaction that marks the next message (or
+    by `flush`)."""
+
+    def __init__(
+        self, conn: Connection, store_id: int, settings: ArbiterSettings, now: int, me: str,
+        channels: Callable[[str], Channel], out: DispatchResult,
+    ) -> None:  # fmt: skip
+        self.conn, self.store_id, self.settings = conn, store_id, settings
+        self.now, self.me, self.channels, self.out = now, me, channels, out
+        self.pending: _Outcome | None = None
+
+    def _write_pending(self) -> _Outcome | None:
+        done = self.pending
+        if done is not None:
+            repo.set_message(self.conn, done.oid, expect="sending", worker=self.me, now=self.now,
+                             **done.values)  # fmt: skip
+        return done
+
+    def _count(self, done: _Outcome | None) -> None:
+        if done is not None:
+            setattr(self.out, done.counter, getattr(self.out, done.counter) + 1)
+            if self.pending is done:
+                self.pending = None
+
+    def flush(self) -> None:
+        if self.pending is None:
             return
-        with engine.begin() as conn:
+        with self.conn.begin():
+            done = self._write_pending()
+        self._count(done)
+
+    def send(self, m: dict[str, Any], candidate: Candidate, message: Message) -> None:
+        conn, now, me, out = self.conn, self.now, self.me, self.out
+        oid, channel, cid = int(m["id"]), str(m["channel"]), int(m["customer_id"])
+        store_id, settings = self.store_id, self.settings
+        decision: Decision | None = None
+        sending = False
+        with conn.begin():
+            done = self._write_pending()
             if (
                 not candidate.transactional
                 and channel != "webhook"
                 and repo.consent_now(conn, store_id, cid, channel) != "granted"
             ):  # withdrawn since the decision: the unsubscribe wins
                 decision = Decision("skip", f"no {channel} marketing consent (withdrawn)")
+            elif not repo.holds_claim(conn, oid, me):
+                pass  # recovered from under us: someone else owns it now, takes its slot
             elif (
                 not candidate.transactional
                 and not m["attempts"]
@@ -592,64 +763,37 @@ def _dispatch_one(
                 decision = decide(replace(candidate, last_marketing_at=taken), settings, now)
                 if decision.action == "send":  # pragma: no cover - the slot was just refused
                     decision = Decision("defer", "frequency cap: queued", now + HOUR)
-            elif not repo.set_message(conn, oid, expect="claimed", worker=me, now=now,
-                                      status="sending", claimed_at=now):  # fmt: skip
-                return  # recovered from under us: someone else owns it now
-    if decision.action == "skip":
-        _finish(engine, oid, me, now, "skipped", decision.reason, out)
-        out.skipped += 1
-        _note(out, decision)
-        return
-    if decision.action == "defer":
-        with engine.begin() as conn:
-            repo.set_message(conn, oid, expect="claimed", worker=me, now=now, status="queued",
-                             not_before=decision.until, reason=decision.reason,
-                             claimed_by=None, claimed_at=None)  # fmt: skip
-        out.deferred += 1
-        _note(out, decision)
-        return
-    assert isinstance(message, Message)
-    _deliver(engine, m, message, now, me, channels, out)
-
-
-def _finish(
-    engine: Engine, oid: int, me: str, now: int, status: str, reason: str, out: DispatchResult
-) -> None:
-    with engine.begin() as conn:
-        repo.set_message(conn, oid, expect="claimed", worker=me, now=now, status=status,
-                         reason=reason)  # fmt: skip
+            else:  # still ours (the row is locked, or writers are serialised): sending
+                sending = repo.set_message(conn, oid, expect="claimed", worker=me, now=now,
+                                           status="sending", claimed_at=now)  # fmt: skip
+            if decision is not None:
+                _settle(conn, oid, me, now, decision, out)
+        self._count(done)
+        if sending:
+            self.pending = _deliver(m, message, now, self.channels)
 
 
 def _deliver(
-    engine: Engine, m: dict[str, Any], message: Message, now: int, me: str,
-    channels: Callable[[str], Channel], out: DispatchResult,
-) -> None:  # fmt: skip
+    m: dict[str, Any], message: Message, now: int, channels: Callable[[str], Channel]
+) -> _Outcome:
+    """Hand the message (marked ``sending``) to its channel; what happened, to be recorded."""
     oid = int(m["id"])
     try:
         delivery = channels(str(m["channel"])).send(message)
     except TemporaryFailure as exc:
         attempts = int(m["attempts"]) + 1
-        with engine.begin() as conn:
-            if attempts >= MAX_ATTEMPTS:
-                repo.set_message(conn, oid, expect="sending", worker=me, now=now, status="failed",
-                                 attempts=attempts, reason=f"gave up after {attempts}: {exc}"[:200])  # fmt: skip
-                out.failed += 1
-            else:
-                repo.set_message(conn, oid, expect="sending", worker=me, now=now, status="queued",
-                                 attempts=attempts, not_before=now + 2**attempts * 60_000_000,
-                                 claimed_by=None, claimed_at=None, reason=f"retry: {exc}"[:200])  # fmt: skip
-                out.retried += 1
-        return
+        if attempts >= MAX_ATTEMPTS:
+            reason = f"gave up after {attempts}: {exc}"[:200]
+            return _Outcome(oid, {"status": "failed", "attempts": attempts, "reason": reason},
+                            "failed")  # fmt: skip
+        return _Outcome(oid, {
+            "status": "queued", "attempts": attempts, "not_before": now + 2**attempts * 60_000_000,
+            "claimed_by": None, "claimed_at": None, "reason": f"retry: {exc}"[:200],
+        }, "retried")  # fmt: skip
     except PermanentFailure as exc:
-        with engine.begin() as conn:
-            repo.set_message(conn, oid, expect="sending", worker=me, now=now, status="failed",
-                             reason=f"rejected: {exc}"[:200])  # fmt: skip
-        out.failed += 1
-        return
-    with engine.begin() as conn:
-        repo.set_message(conn, oid, expect="sending", worker=me, now=now, status="sent",
-                         sent_at=now, provider_id=delivery.provider_id[:200])  # fmt: skip
-    out.sent += 1
+        return _Outcome(oid, {"status": "failed", "reason": f"rejected: {exc}"[:200]}, "failed")
+    return _Outcome(oid, {"status": "sent", "sent_at": now,
+                          "provider_id": delivery.provider_id[:200]}, "sent")  # fmt: skip
 
 
 def in_doubt(db: str, store: str) -> list[dict[str, Any]]:

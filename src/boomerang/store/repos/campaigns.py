@@ -11,9 +11,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from boomerang.store.schema import (
@@ -142,10 +153,29 @@ def insert_runs(conn: Connection, rows: list[dict[str, Any]]) -> int:
     return inserted
 
 
-def claim_due_runs(conn: Connection, store_id: int, now: int, limit: int) -> list[dict[str, Any]]:
+class DueRun(NamedTuple):
+    """What the tick reads of a claimed run."""
+
+    id: int
+    flow_id: int
+    customer_id: int
+    step_id: str
+    due_at: int
+    entered_at: int
+    holdout: int
+    version: int
+    context: str  # JSON
+
+
+_RUN_COLUMNS = tuple(flow_runs.c[name] for name in DueRun._fields)
+
+
+def claim_due_runs(conn: Connection, store_id: int, now: int, limit: int) -> list[DueRun]:
+    """Up to ``limit`` active runs due by ``now`` (earliest first) of the store's active
+    flows."""
     live = select(flows.c.id).where(flows.c.store_id == store_id, flows.c.status == "active")
     query = (
-        select(flow_runs)
+        select(*_RUN_COLUMNS)
         .where(
             flow_runs.c.store_id == store_id,
             flow_runs.c.status == "active",
@@ -157,24 +187,47 @@ def claim_due_runs(conn: Connection, store_id: int, now: int, limit: int) -> lis
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(of=flow_runs, skip_locked=True)
-    return [dict(r) for r in conn.execute(query).mappings()]
+    return list(map(DueRun._make, conn.execute(query).all()))
 
 
-def update_runs(conn: Connection, changes: list[dict[str, Any]]) -> int:
-    """Apply advances: each change names the run's id and the version it was read at."""
+class RunChange(NamedTuple):
+    """An advance to write: the run's new state, its id and the version it was read at."""
+
+    step_id: str
+    due_at: int
+    status: str
+    exit_reason: str | None
+    context: str  # JSON
+    updated_at: int
+    rid: int
+    read: int
+
+
+_SQLITE_RUN_UPDATE = (
+    "UPDATE flow_runs SET step_id = ?, due_at = ?, status = ?, exit_reason = ?, context = ?, "
+    "updated_at = ?, version = version + 1 WHERE id = ? AND version = ?"
+)
+_PG_RUN_UPDATE = (
+    "UPDATE flow_runs AS r SET step_id = v.step_id, due_at = v.due_at, status = v.status, "
+    "exit_reason = v.exit_reason, context = v.context, updated_at = v.updated_at, "
+    "version = r.version + 1 "
+    "FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::bigint[], "
+    "%s::bigint[], %s::bigint[]) "
+    "AS v(step_id, due_at, status, exit_reason, context, updated_at, rid, read) "
+    "WHERE r.id = v.rid AND r.version = v.read"
+)
+
+
+def update_runs(conn: Connection, changes: Sequence[RunChange]) -> int:
+    """Apply advances; a run whose version moved on since it was read is not updated (the
+    count tells). One prepared statement executed for every row on SQLite, one statement
+    over arrays (``unnest``) on PostgreSQL."""
     if not changes:
         return 0
-    stmt = (
-        update(flow_runs)
-        .where(flow_runs.c.id == bindparam("rid"), flow_runs.c.version == bindparam("read"))
-        .values(
-            step_id=bindparam("step_id"), due_at=bindparam("due_at"), status=bindparam("status"),
-            exit_reason=bindparam("exit_reason"), context=bindparam("context"),
-            updated_at=bindparam("updated_at"), version=flow_runs.c.version + 1,
-        )
-    )  # fmt: skip
-    result = conn.execute(stmt, changes)
-    return int(result.rowcount)
+    if conn.dialect.name == "postgresql":
+        columns = tuple(list(column) for column in zip(*changes, strict=True))
+        return int(conn.exec_driver_sql(_PG_RUN_UPDATE, columns).rowcount)
+    return int(conn.exec_driver_sql(_SQLITE_RUN_UPDATE, list(changes)).rowcount)
 
 
 def run_counts(conn: Connection, store_id: int) -> dict[tuple[str, str], int]:
@@ -193,23 +246,35 @@ def run_counts(conn: Connection, store_id: int) -> dict[tuple[str, str], int]:
 def order_times(
     conn: Connection, store_id: int, customer_ids: Sequence[int], since: int, until: int
 ) -> dict[int, tuple[int, ...]]:
-    """Each customer's non-cancelled order times in (since, until], ascending."""
-    out: dict[int, list[int]] = {}
-    for part in _chunks(sorted(set(customer_ids))):
-        rows = conn.execute(
-            select(orders.c.customer_id, orders.c.placed_at)
-            .where(
-                orders.c.store_id == store_id,
-                orders.c.customer_id.in_(part),
-                orders.c.status != "cancelled",
-                orders.c.placed_at > since,
-                orders.c.placed_at <= until,
-            )
-            .order_by(orders.c.placed_at)
+    """Each customer's non-cancelled order times in (since, until], ascending. One
+    statement whatever the number of customers (their ids travel as one parameter)."""
+    ids = sorted({int(c) for c in customer_ids})
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(orders.c.customer_id, orders.c.placed_at)
+        .where(
+            orders.c.store_id == store_id,
+            _among(conn, orders.c.customer_id, ids),
+            orders.c.status != "cancelled",
+            orders.c.placed_at > since,
+            orders.c.placed_at <= until,
         )
-        for c, t in rows:
-            out.setdefault(int(c), []).append(int(t))
+        .order_by(orders.c.placed_at)
+    )
+    out: dict[int, list[int]] = {}
+    for c, t in rows:
+        out.setdefault(int(c), []).append(int(t))
     return {c: tuple(ts) for c, ts in out.items()}
+
+
+def _among(conn: Connection, column: Any, ids: list[int]) -> Any:
+    """``column IN ids`` with the ids as one parameter (an array on PostgreSQL, a JSON
+    array read by ``json_each`` on SQLite), so no statement grows with them."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam("among_ids", ids, type_=postgresql.ARRAY(BigInteger)))
+    each = func.json_each(bindparam("among_ids", json.dumps(ids), type_=Text)).table_valued("value")
+    return column.in_(select(each.c.value))
 
 
 def contact_facts(
@@ -261,21 +326,91 @@ def contact_facts(
     return out
 
 
+def run_contacts(
+    conn: Connection, store_id: int, customer_ids: Sequence[int], *, renewals: bool
+) -> dict[int, dict[str, Any]]:
+    """What waits need of each customer: timezone, birthday and (``renewals``) the end of
+    their live membership (``renews_at``), as `contact_facts` gives them."""
+    out: dict[int, dict[str, Any]] = {}
+    for part in _chunks(sorted(set(customer_ids))):
+        rows = conn.execute(
+            select(customers.c.id, customers.c.timezone, customers.c.birthday).where(
+                customers.c.store_id == store_id, customers.c.id.in_(part)
+            )
+        )
+        for cid, zone, birthday in rows:
+            out[int(cid)] = {"timezone": zone, "birthday": birthday, "renews_at": None}
+        if not renewals:
+            continue
+        live = conn.execute(
+            select(memberships.c.customer_id, func.max(memberships.c.period_end))
+            .where(
+                memberships.c.store_id == store_id,
+                memberships.c.customer_id.in_(part),
+                memberships.c.status.in_(("trial", "active")),
+                memberships.c.cancel_at_period_end == 0,
+            )
+            .group_by(memberships.c.customer_id)
+        )
+        for cid, end in live:
+            if int(cid) in out:
+                out[int(cid)]["renews_at"] = int(end)
+    return out
+
+
 # -- outbox ----------------------------------------------------------------------------------
 
 
-def insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> int:
-    """Queue messages; a (run, step) already queued is ignored (exactly one row each)."""
-    inserted = 0
-    for part in _chunks(rows, 500):
-        stmt = (
-            _insert(conn, outbox)
-            .values(list(part))
-            .on_conflict_do_nothing(index_elements=["store_id", "message_key"])
-            .returning(outbox.c.id)
-        )
-        inserted += len(conn.execute(stmt).all())
-    return inserted
+class NewMessage(NamedTuple):
+    """A message for the outbox, as the tick queues it."""
+
+    store_id: int
+    message_key: str
+    flow_id: int
+    run_id: int
+    step_id: str
+    customer_id: int
+    channel: str
+    template: str
+    transactional: int
+    priority: int
+    holdout: int
+    status: str
+    reason: str | None
+    not_before: int
+    expires_at: int | None
+    attempts: int
+    context: str  # JSON
+    created_at: int
+    updated_at: int
+
+
+#: The PostgreSQL array type of each `NewMessage` field, in order.
+_PG_MESSAGE_TYPES = (
+    "bigint", "text", "bigint", "bigint", "text", "bigint", "text", "text", "int", "int", "int",
+    "text", "text", "bigint", "bigint", "int", "text", "bigint", "bigint",
+)  # fmt: skip
+_SQLITE_OUTBOX_INSERT = (
+    f"INSERT INTO outbox ({', '.join(NewMessage._fields)}) "
+    f"VALUES ({', '.join('?' * len(NewMessage._fields))}) "
+    "ON CONFLICT (store_id, message_key) DO NOTHING"
+)
+_PG_OUTBOX_INSERT = (
+    f"INSERT INTO outbox ({', '.join(NewMessage._fields)}) SELECT * FROM unnest("
+    + ", ".join(f"%s::{kind}[]" for kind in _PG_MESSAGE_TYPES)
+    + ") ON CONFLICT (store_id, message_key) DO NOTHING"
+)
+
+
+def insert_messages(conn: Connection, rows: Sequence[NewMessage]) -> int:
+    """Queue messages; a (run, step) already queued is ignored (exactly one row each).
+    Returns how many were new."""
+    if not rows:
+        return 0
+    if conn.dialect.name == "postgresql":
+        columns = tuple(list(column) for column in zip(*rows, strict=True))
+        return int(conn.exec_driver_sql(_PG_OUTBOX_INSERT, columns).rowcount)
+    return int(conn.exec_driver_sql(_SQLITE_OUTBOX_INSERT, list(rows)).rowcount)
 
 
 def claim_messages(
@@ -320,11 +455,38 @@ def set_message(
     **values: Any,
 ) -> bool:
     """Move a message on only from the state (and worker) the caller holds it in."""
-    cond = [outbox.c.id == outbox_id, outbox.c.status == expect]
+    key = (worker is not None, tuple(sorted(values)))
+    stmt = _SET_MESSAGE.get(key)
+    if stmt is None:  # one statement per shape, built once (the dispatcher's hot path)
+        cond = [outbox.c.id == bindparam("w_id"), outbox.c.status == bindparam("w_status")]
+        if worker is not None:
+            cond.append(outbox.c.claimed_by == bindparam("w_worker"))
+        sets: dict[str, Any] = {name: bindparam(f"v_{name}") for name in ("updated_at", *key[1])}
+        stmt = _SET_MESSAGE[key] = update(outbox).where(*cond).values(sets)
+    params = {f"v_{name}": value for name, value in values.items()}
+    params.update(w_id=outbox_id, w_status=expect, v_updated_at=now)
     if worker is not None:
-        cond.append(outbox.c.claimed_by == worker)
-    result = conn.execute(update(outbox).where(*cond).values(updated_at=now, **values))
-    return int(result.rowcount) == 1
+        params["w_worker"] = worker
+    return int(conn.execute(stmt, params).rowcount) == 1
+
+
+_SET_MESSAGE: dict[tuple[bool, tuple[str, ...]], Any] = {}
+
+
+def holds_claim(conn: Connection, outbox_id: int, worker: str) -> bool:
+    """Whether ``worker`` still holds its claim on the message; on PostgreSQL the row stays
+    locked (``FOR NO KEY UPDATE``, which a message event's foreign key check does not wait
+    for) until the transaction ends, so recovery cannot take it meanwhile."""
+    stmt = _HOLDS_PG if conn.dialect.name == "postgresql" else _HOLDS
+    return conn.execute(stmt, {"p_id": outbox_id, "p_worker": worker}).first() is not None
+
+
+_HOLDS = select(outbox.c.id).where(
+    outbox.c.id == bindparam("p_id"),
+    outbox.c.status == "claimed",
+    outbox.c.claimed_by == bindparam("p_worker"),
+)
+_HOLDS_PG = _HOLDS.with_for_update(key_share=True)
 
 
 def recover_stale(conn: Connection, store_id: int, before: int, now: int) -> tuple[int, int]:
@@ -421,26 +583,54 @@ def last_marketing(conn: Connection, store_id: int, customer_id: int, channel: s
     return None if value is None else int(value)
 
 
+def last_marketing_many(
+    conn: Connection, store_id: int, pairs: Sequence[tuple[int, str]]
+) -> dict[tuple[int, str], int]:
+    """(customer, channel) -> the last marketing send recorded, for the pairs that have one."""
+    wanted = set(pairs)
+    out: dict[tuple[int, str], int] = {}
+    for part in _chunks(sorted({c for c, _ in wanted})):
+        rows = conn.execute(
+            select(
+                contact_slots.c.customer_id, contact_slots.c.channel,
+                contact_slots.c.last_marketing_at,
+            ).where(contact_slots.c.store_id == store_id, contact_slots.c.customer_id.in_(part))
+        )  # fmt: skip
+        for cid, channel, at in rows:
+            key = (int(cid), str(channel))
+            if at is not None and key in wanted:
+                out[key] = int(at)
+    return out
+
+
 def consent_now(conn: Connection, store_id: int, customer_id: int, channel: str) -> str | None:
     """The channel's latest consent status, read under a share lock on the customer row
     (PostgreSQL), which a consent change takes FOR UPDATE: a message marked ``sending``
     after an unsubscribe committed sees it."""
-    lock = select(customers.c.id).where(
-        customers.c.store_id == store_id, customers.c.id == customer_id
-    )
-    if conn.dialect.name == "postgresql":
-        conn.execute(lock.with_for_update(read=True))
-    value = conn.execute(
-        select(consents.c.status)
-        .where(
-            consents.c.store_id == store_id,
-            consents.c.customer_id == customer_id,
-            consents.c.channel == channel,
-        )
-        .order_by(consents.c.occurred_at.desc(), consents.c.id.desc())
-        .limit(1)
-    ).scalar()
+    params = {"p_store": store_id, "p_customer": customer_id, "p_channel": channel}
+    if conn.dialect.name == "postgresql":  # its own statement: the read after it has a
+        conn.execute(_CUSTOMER_SHARE_LOCK, params)  # snapshot taken once the lock is held
+    value = conn.execute(_CONSENT_NOW, params).scalar()
     return None if value is None else str(value)
+
+
+_CUSTOMER_SHARE_LOCK = (
+    select(customers.c.id)
+    .where(customers.c.store_id == bindparam("p_store"), customers.c.id == bindparam("p_customer"))
+    .with_for_update(read=True)
+)
+
+
+_CONSENT_NOW = (
+    select(consents.c.status)
+    .where(
+        consents.c.store_id == bindparam("p_store"),
+        consents.c.customer_id == bindparam("p_customer"),
+        consents.c.channel == bindparam("p_channel"),
+    )
+    .order_by(consents.c.occurred_at.desc(), consents.c.id.desc())
+    .limit(1)
+)
 
 
 def take_slot(
@@ -448,31 +638,50 @@ def take_slot(
 ) -> bool:
     """Record a marketing send now, only if the last one is at least ``cap`` ago: one
     statement, so two workers can never both take the slot."""
-    created = conn.execute(
-        _insert(conn, contact_slots)
-        .values(store_id=store_id, customer_id=customer_id, channel=channel, last_marketing_at=now)
-        .on_conflict_do_nothing(index_elements=["store_id", "customer_id", "channel"])
-        .returning(contact_slots.c.customer_id)
-    ).first()
+    params = {"p_store": store_id, "p_customer": customer_id, "p_channel": channel, "p_now": now}
+    created = conn.execute(_slot_insert(conn.dialect.name), params).first()
     if created is not None:
         return True
-    limit = now if cap is None else now - cap
-    free = or_(
-        contact_slots.c.last_marketing_at.is_(None), contact_slots.c.last_marketing_at <= limit
-    )
-    result = conn.execute(
-        update(contact_slots)
-        .where(
-            and_(
-                contact_slots.c.store_id == store_id,
-                contact_slots.c.customer_id == customer_id,
-                contact_slots.c.channel == channel,
-                free,
+    params["p_limit"] = now if cap is None else now - cap
+    return int(conn.execute(_SLOT_UPDATE, params).rowcount) == 1
+
+
+_SLOT_INSERTS: dict[str, Any] = {}
+
+
+def _slot_insert(dialect: str) -> Any:
+    found = _SLOT_INSERTS.get(dialect)
+    if found is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        found = _SLOT_INSERTS[dialect] = (
+            insert(contact_slots)
+            .values(
+                store_id=bindparam("p_store"),
+                customer_id=bindparam("p_customer"),
+                channel=bindparam("p_channel"),
+                last_marketing_at=bindparam("p_now"),
             )
+            .on_conflict_do_nothing(index_elements=["store_id", "customer_id", "channel"])
+            .returning(contact_slots.c.customer_id)
         )
-        .values(last_marketing_at=now)
+    return found
+
+
+_SLOT_UPDATE = (
+    update(contact_slots)
+    .where(
+        and_(
+            contact_slots.c.store_id == bindparam("p_store"),
+            contact_slots.c.customer_id == bindparam("p_customer"),
+            contact_slots.c.channel == bindparam("p_channel"),
+            or_(
+                contact_slots.c.last_marketing_at.is_(None),
+                contact_slots.c.last_marketing_at <= bindparam("p_limit"),
+            ),
+        )
     )
-    return int(result.rowcount) == 1
+    .values(last_marketing_at=bindparam("p_now"))
+)
 
 
 # -- staff tasks and profile updates ---------------------------------------------------------
