@@ -737,13 +737,6 @@ def test_tier_upgrade_and_points_expiring_notices(sqlite_db: str, tmp_path: Path
     assert str(subject) == "Welcome to Gold, Ann!"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a loyalty_event trigger cannot filter its payload (only the `event` "
-    "trigger has `where`), and tier_changed fires on downgrades too (Gold -> Silver at the "
-    "review date), so tier-upgrade also congratulates a customer who was moved down; "
-    "needs e.g. `where: {direction: up}` on loyalty_event and a direction in the payload",
-)
 def test_tier_upgrade_is_not_sent_on_a_downgrade(sqlite_db: str, tmp_path: Path) -> None:
     db = sqlite_db
     loyalty_store(db, tmp_path, [Person("cat")])
@@ -760,12 +753,6 @@ def test_tier_upgrade_is_not_sent_on_a_downgrade(sqlite_db: str, tmp_path: Path)
     assert runs_of(db, "tier-upgrade") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: browse_abandoned ignores `min_views` (services.campaigns._entries never "
-    "passes it to triggers.abandoned), so a single product view enters a flow that asks "
-    "for 3",
-)
 def test_browse_abandonment_min_views_is_honoured(sqlite_db: str, tmp_path: Path) -> None:
     db = sqlite_db
     viewed = ("2026-03-02 10:00", "product_viewed", {"sku": "SHAMPOO"})

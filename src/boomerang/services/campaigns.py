@@ -196,6 +196,7 @@ def _entries(conn: Connection, store_id: int, flow: Flow, since: int, until: int
         return triggers.abandoned(
             conn, store_id, since, until, start_type="product_viewed",
             follow_types=("add_to_cart", "checkout_started"), hours=t.hours, per_day=True,
+            min_count=t.min_views,
         )  # fmt: skip
     if isinstance(t, SimpleTrigger) and t.type == "account_created":
         return triggers.accounts_created(conn, store_id, since, until)
@@ -218,7 +219,8 @@ def _entries(conn: Connection, store_id: int, flow: Flow, since: int, until: int
     if isinstance(t, DateProperty):
         return triggers.renewals(conn, store_id, t.days_before, since, until)
     if isinstance(t, LoyaltyEvent):
-        return triggers.loyalty(conn, store_id, t.event, since, until)
+        found = triggers.loyalty(conn, store_id, t.event, since, until)
+        return [e for e in found if _matches(e.context.get("payload"), t.where)]
     if isinstance(t, SupportEvent):
         return triggers.event_entries(conn, store_id, (t.event,), since, until, "support")
     if isinstance(t, SiteEvent):

@@ -112,6 +112,7 @@ def abandoned(
     follow_types: tuple[str, ...],
     hours: int,
     per_day: bool,
+    min_count: int = 1,
 ) -> list[Entry]:
     """``start_type`` events whose ``hours`` ran out in [since, until) with no order (and
     no ``follow_types`` event) by the customer in between."""
@@ -143,14 +144,16 @@ def abandoned(
     if follow_types:
         query = query.where(~followed)
     out: dict[str, Entry] = {}
+    seen: dict[str, int] = {}
     for eid, cid, at, props in conn.execute(query.order_by(events.c.occurred_at, events.c.id)):
         day = datetime.fromtimestamp(int(at) / 1e6, UTC).date().isoformat()
         key = f"{start_type}:{cid}:{day}" if per_day else f"{start_type}:{eid}"
+        seen[key] = seen.get(key, 0) + 1
         if key not in out:
             out[key] = Entry(
-                int(cid), key, int(at) + wait, {"event": int(eid), "properties": props}
+                int(cid), key, int(at) + wait, {"event": int(eid), "properties": _props(props)}
             )
-    return list(out.values())
+    return [e for key, e in out.items() if seen[key] >= min_count]
 
 
 def event_entries(
