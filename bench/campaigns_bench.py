@@ -50,10 +50,12 @@ the tick's CPU time next to its wall time. Per naive message about 5.4 ms go to 
 the `EmailMessage`, 0.6 ms to Jinja2 and 0.4 ms to css-inline (reference machine, 2 cores,
 loaded); the engine renders with CSS inlined at load, builds the MIME bytes directly and
 pipelines MAIL/RCPT/DATA, but also keeps the outbox: claim, arbiter, consent re-read,
-capped slot, ``sending`` and ``sent`` in the database. Reference machine, 2 cores shared
-with other jobs (load average 5-8), full size (~9 minutes in all): tick ~10,500 runs/s
-(61 us of CPU per run), dispatch ~170 msg/s with 1 worker, ~140 with 2 (the sink and the
-other jobs take the second core), naive loop ~75 msg/s.
+capped slot, ``sending`` and ``sent`` in the database. Reference machine (a 2-core VM
+shared with other jobs; its speed varies about 2x from one minute to the next), full size,
+about 6-9 minutes in all, four runs: tick 10,600-18,100 runs/s (44-61 us of CPU per run;
+17,300 at load average 1-2), dispatch 170-290 msg/s with 1 worker and 140-430 with 2 (the
+second worker helps only when the other jobs leave the second core free), naive loop
+75-110 msg/s: 1 worker 2.0-2.7x, 2 workers 1.9-4.0x.
 """
 
 from __future__ import annotations

@@ -753,7 +753,7 @@ class _Sender:
             ):  # withdrawn since the decision: the unsubscribe wins
                 decision = Decision("skip", f"no {channel} marketing consent (withdrawn)")
             elif not repo.holds_claim(conn, oid, me):
-                pass  # recovered from under us: someone else owns it now, takes its slot
+                pass  # recovered from under us: its new owner sends it (and takes the slot)
             elif (
                 not candidate.transactional
                 and not m["attempts"]
