@@ -59,6 +59,17 @@ def test_a_capped_high_priority_message_is_queued_until_the_cap_frees() -> None:
     )
 
 
+def test_a_message_outranked_for_the_capped_slot_waits_for_the_higher_priority_one() -> None:
+    """Another worker holds a priority-80 message for the same customer and channel: the
+    priority-50 one waits 15 minutes (by then the slot is taken and the cap decides)."""
+    decision = decide(replace(EMAIL, outranked_by=80), DEFAULT, NOON)
+    assert (decision.action, decision.until) == ("defer", NOON + HOUR // 4)
+    assert decision.reason == "frequency cap (email): priority 80 goes first: queued"
+    assert decide(replace(EMAIL, outranked_by=50), DEFAULT, NOON).action == "send"  # a tie
+    no_cap = ArbiterSettings(caps={})
+    assert decide(replace(EMAIL, outranked_by=80), no_cap, NOON).action == "send"
+
+
 def test_transactional_messages_ignore_consent_caps_and_quiet_hours() -> None:
     receipt = replace(
         EMAIL, channel="sms", transactional=True, consent=None, last_marketing_at=NOON,

@@ -1,5 +1,6 @@
 """Advancing one run (pure): scheduled times, exits before every step, splits, A/B/n,
-holdout, waits until a local time or a date, and effects applied once per step."""
+holdout, waits until a local time or a date, and effects applied once per step (coupons,
+points, store credit)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ class Recorder:
 
     def points(self, run: RunState, step_id: str, spec: Any, at: int) -> None:
         self.calls.append(("points", run.run_id, step_id, at))
+
+    def credit(self, run: RunState, step_id: str, spec: Any, at: int) -> dict[str, Any]:
+        self.calls.append(("credit", run.run_id, step_id, at))
+        return {"amount": spec.amount, "currency": "USD", "balance": 250 + spec.amount}
 
     def task(self, run: RunState, step_id: str, spec: Any, at: int) -> None:
         self.calls.append(("task", run.run_id, step_id, at))
@@ -174,3 +179,50 @@ def test_wait_until_a_local_time_and_until_a_date() -> None:
     assert (waiting.step_id, waiting.due_at) == ("s2", birthday - DAY)
     unknown = advance(flow, run(), Facts(dates={}), T0, Recorder())
     assert (unknown.status, unknown.exit_reason) == ("exited", "no birthday known")
+
+
+CREDIT = parse_flow(
+    {
+        "name": "birthday",
+        "trigger": {"type": "date_property", "property": "birthday"},
+        "steps": [
+            {"id": "gift", "credit": {"amount": 1000, "name": "bday", "reason": "birthday gift"}},
+            {"id": "card", "send": {"channel": "email", "template": "card"}},
+            {"id": "later", "wait": "1d"},
+            {"id": "again", "credit": {"amount": 500}},  # default name: gift
+            {"id": "reminder", "send": {"channel": "sms", "template": "reminder"}},
+        ],
+    }
+)
+
+
+def test_a_credit_step_puts_the_grant_in_the_context_and_the_holdout_gets_none() -> None:
+    effects = Recorder()
+    first = advance(CREDIT, run(step="gift"), Facts(), T0, effects)
+    # The grant (what the effect returned) is kept under credits.<name> and carried by the
+    # message queued after it; the run's own context is left as it was.
+    bday = {"amount": 1000, "currency": "USD", "balance": 1250}
+    assert first.context["credits"] == {"bday": bday}
+    assert [(m.template, m.context["credits"]) for m in first.outgoing] == [
+        ("card", {"bday": bday})
+    ]
+    assert first.outgoing[0].context["trigger"] == {"key": "segment:1"}
+    assert (first.step_id, first.due_at) == ("again", T0 + DAY)
+    assert effects.calls == [("credit", 7, "gift", T0)]
+    # A day later: the second grant (the default name "gift") joins the first; the card
+    # queued before it still carries only the first.
+    later = RunState(7, 42, first.step_id, first.due_at, T0, False, first.context)
+    second = advance(CREDIT, later, Facts(), T0 + DAY, effects)
+    gift = {"amount": 500, "currency": "USD", "balance": 750}
+    assert second.outgoing[0].context["credits"] == {"bday": bday, "gift": gift}
+    assert second.status == "done"
+    assert first.outgoing[0].context["credits"] == {"bday": bday}
+    assert effects.calls == [("credit", 7, "gift", T0), ("credit", 7, "again", T0 + DAY)]
+    # The holdout walks the same steps and gets the same messages (skipped when sent), but
+    # no credit: no effect called, nothing under credits.
+    held = Recorder()
+    result = advance(CREDIT, run(holdout=True, step="gift"), Facts(), T0 + 2 * DAY, held)
+    assert [m.template for m in result.outgoing] == ["card", "reminder"]
+    assert held.calls == []
+    assert "credits" not in result.context
+    assert all("credits" not in m.context for m in result.outgoing)

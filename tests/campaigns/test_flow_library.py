@@ -9,7 +9,9 @@ instead of sent (and no coupon). Times are exact: the hourly grid of `flows run`
 
 Every timeline runs on SQLite; the event-driven flows (welcome, cart abandonment,
 complaint recovery, referral ask) also run together in one PostgreSQL store, with the
-default trigger scan of `flows run` (a day ahead). Most SQLite timelines scan further
+default trigger scan of `flows run` (a day ahead), and the flows that give something on
+the loyalty ledger or read segment history (the birthday experiment's store credit,
+vip-gift, renewal-bonus) run on both engines. Most SQLite timelines scan further
 ahead so the simulated clock jumps over quiet days and months (replenishment runs over a
 year): all data is loaded up front, so the result is the same, which the PostgreSQL run
 of the same four scenarios cross-checks.
@@ -18,6 +20,9 @@ of the same four scenarios cross-checks.
 from __future__ import annotations
 
 import email
+import json
+import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from email import policy
@@ -41,11 +46,13 @@ from tests.campaigns.campaign_store import (
 from boomerang.campaigns.channels.files import FileChannel, file_stem
 from boomerang.campaigns.engine import in_holdout, variant_for
 from boomerang.campaigns.flow import Broadcast, IssueCoupon, Send
-from boomerang.campaigns.templates import TemplateSet
+from boomerang.campaigns.templates import BUILTIN_DIR, TemplateError, TemplateSet, carried_before
 from boomerang.errors import InputError, NotFoundError
 from boomerang.services import campaign_runtime, campaigns, flow_library
 from boomerang.services import loyalty as loyalty_service
+from boomerang.services import memberships as membership_service
 from boomerang.services import segments as segments_service
+from boomerang.services.campaign_context import build_contexts
 from boomerang.services.campaign_render import validate_flow_templates
 from boomerang.services.campaigns import read_flow_files
 from boomerang.services.context import open_engine
@@ -89,6 +96,28 @@ def test_every_library_flow_parses_and_its_templates_validate() -> None:
     assert by_name["newsletter"].priority > by_name["daily-deal"].priority
     for name in ("win-back", "cart-abandonment", "browse-abandonment", "welcome"):
         assert by_name[name].exit.placed_order, name
+    # Templates are validated with each combination of coupons and store credits a run can
+    # hold at the step: the birthday card with the credit arm's credits.gift, and with the
+    # discount arm's coupons.gift.
+    assert carried_before(by_name["birthday"])["card"] == [
+        {("credits", "gift"): "gift-credit"},
+        {("coupons", "gift"): "gift-discount"},
+    ]
+
+
+def test_a_mistake_in_the_store_credit_branch_of_a_template_is_caught(tmp_path: Path) -> None:
+    """An override of the birthday card whose store-credit branch names a field a credit
+    does not have fails validation: that branch is rendered, though only one arm of the
+    experiment grants credit."""
+    (flow,) = flow_library.flows(["birthday"])
+    source = (BUILTIN_DIR / "lib-birthday-1.html.j2").read_text(encoding="utf-8")
+    broken = source.replace("credits.gift.amount |", "credits.gift.code |", 1)
+    assert broken != source
+    (tmp_path / "lib-birthday-1.html.j2").write_text(broken, encoding="utf-8")
+    with pytest.raises(TemplateError, match=r"step 'card'.*'code' is undefined") as err:
+        validate_flow_templates(flow, tmp_path)
+    assert "amount, balance, currency, description" in err.value.message
+    assert validate_flow_templates(flow, None) == []
 
 
 def test_every_lib_template_belongs_to_a_library_flow() -> None:
@@ -604,18 +633,144 @@ def test_birthday_gift_at_9_local_with_a_text_for_sms_subscribers(
         ("bob", "done", None),
     ]
     messages, ids = outbox_of(db, "birthday"), customer_ids(db)
-    for key in ("ann", "bob"):
-        arm = ["credit", "discount"][
-            variant_for("birthday", "credit-vs-discount", ids[key], [1, 1])
-        ]
-        gift = messages[(key, "card")]["context"]["coupons"]["gift"]
-        assert (gift["kind"], gift["value"]) == (
-            ("amount_off", 1000) if arm == "credit" else ("percent_off", 1000)
-        )
-        assert gift["expires_at"] == messages[(key, "card")]["not_before"] + 14 * DAY
-        body = text_of(email_of(tmp_path, db, "birthday", key, "card"))
-        assert ("$10.00 to spend" if arm == "credit" else "10% off") in body
+    assert {key: arm_of(ids[key]) for key in ("ann", "bob")} == {"ann": "credit", "bob": "discount"}
+    # ann, the credit arm: $10 of store credit on her account, no code
+    card = messages[("ann", "card")]["context"]
+    assert card["credits"] == {"gift": {"amount": 1000, "currency": "USD", "balance": 1000}}
+    assert "coupons" not in card
+    body = text_of(email_of(tmp_path, db, "birthday", "ann", "card"))
+    assert "$10.00 of store credit" in body and "used automatically at checkout" in body
+    # bob, the discount arm: a 10% off code valid two weeks from 09:00 New York time
+    gift = messages[("bob", "card")]["context"]["coupons"]["gift"]
+    assert (gift["kind"], gift["value"]) == ("percent_off", 1000)
+    assert gift["expires_at"] == at("2026-05-24 13:00")
+    assert "credits" not in messages[("bob", "card")]["context"]
+    body = text_of(email_of(tmp_path, db, "birthday", "bob", "card"))
+    assert "10% off" in body and gift["code"] in body
     assert messages[("bob", "text")]["channel"] == "sms"
+    text = sms_of(tmp_path, db, "birthday", "bob", "text")
+    assert gift["code"] in text and "until May 24, 2026" in text
+
+
+def arm_of(customer_id: int) -> str:
+    """The birthday experiment's arm of a customer (held out or not)."""
+    return ["credit", "discount"][
+        variant_for("birthday", "credit-vs-discount", customer_id, [1, 1])
+    ]
+
+
+def sms_of(tmp: Path, db: str, flow: str, key: str, step: str) -> str:
+    """The text of an SMS the file channel wrote (a JSON document per message)."""
+    (run_id,) = query(db, f"""
+        SELECT r.id FROM flow_runs r JOIN flows f ON f.id = r.flow_id
+        JOIN customers c ON c.id = r.customer_id
+        WHERE f.name = '{flow}' AND c.external_id = '{key}'""")[0]  # fmt: skip
+    path = tmp / "out" / f"{file_stem(f'run:{run_id}:{step}')}.json"
+    return str(json.loads(path.read_text(encoding="utf-8"))["text"])
+
+
+CODE = re.compile(r"\b[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}\b")  # a coupon code as shown
+
+
+def test_birthday_credit_arm_gets_store_credit_once_and_no_code(db: str, tmp_path: Path) -> None:
+    """The credit arm of the birthday experiment is store credit on the loyalty ledger:
+    exactly 1000 cents per customer, once, even when two ticks run the gift step at the
+    same moment (and again after); its email and text say so and show no code. The
+    discount arm gets a 10% off code; the holdout gets neither."""
+    names = ["ann", "bob", "cat", "dan", "eve", "fay", "gus", "hal", "ivy", "jon", "kim"]
+    people = [Person(k, birthday="1990-05-10") for k in names]
+    people[2] = Person("cat", birthday="1990-05-10", sms_consent=True, phone="+14155550124")
+    build_store(db, "shop", people, consent_at=CONSENT)
+    ids, held = customer_ids(db), held_out(db, "birthday")
+    arms = {k: arm_of(ids[k]) for k in names}
+    credit = {k for k in names if arms[k] == "credit" and k not in held}
+    discount = {k for k in names if arms[k] == "discount" and k not in held}
+    # (the hashes of these customer ids put someone in each group, cat in the credit arm)
+    assert credit and discount and {arms[k] for k in held} == {"credit", "discount"}
+    assert "cat" in credit
+    install(db, ["birthday"], "2026-05-01 00:00")
+    # Everyone enters at 00:00 UTC on May 10 and waits for 09:00 (their timezone: UTC).
+    simulate(db, "2026-05-10 08:00", tmp_path, scan_days=30)
+    assert {r[1] for r in runs_of(db, "birthday")} == {"active"}
+    # At 09:00 two workers tick at once, then one ticks again: each run advances once.
+    results: list[campaigns.TickResult] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def tick() -> None:
+        engine = open_engine(db)
+        try:
+            barrier.wait()
+            results.append(campaigns.tick(engine, "shop", at("2026-05-10 09:00")))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=tick) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    engine = open_engine(db)
+    try:
+        results.append(campaigns.tick(engine, "shop", at("2026-05-10 09:00")))
+    finally:
+        engine.dispose()
+    assert sum(r.advanced for r in results) == len(names)  # 11 runs, once each
+    assert sum(r.queued for r in results) == len(names) + 1  # a card each, cat's text
+    simulate(db, "2026-05-12 00:00", tmp_path)  # the messages go out at 09:00
+    expected: dict[tuple[str, str], Any] = {(k, "card"): "2026-05-10 09:00" for k in names}
+    expected[("cat", "text")] = "2026-05-10 09:00"
+    expect_messages(db, "birthday", expected)
+    assert [r[:3] for r in runs_of(db, "birthday")] == [(k, "done", None) for k in names]
+    messages = outbox_of(db, "birthday")
+    engine = open_engine(db)
+    try:
+        for key in names:
+            context = messages[(key, "card")]["context"]
+            balance = loyalty_service.balance(engine, "shop", ids[key])
+            assert balance["store_credit_minor"] == (1000 if key in credit else 0), key
+            assert balance["balance"] == 0  # no points either
+            if key in held:  # measured, never treated: no credit, no code
+                assert "credits" not in context and "coupons" not in context
+            elif key in credit:
+                assert context["credits"] == {
+                    "gift": {"amount": 1000, "currency": "USD", "balance": 1000}
+                }
+                assert "coupons" not in context
+                card = email_of(tmp_path, db, "birthday", key, "card")
+                assert str(card["Subject"]) == (
+                    f"Happy birthday, {key.capitalize()}! $10.00 of store credit, on us"
+                )
+                body = text_of(card)
+                assert "$10.00 of store credit" in body and "is in your account" in body
+                assert "used automatically at checkout" in body and "anything" in body
+                assert CODE.search(body) is None and "code" not in body.lower()
+            else:
+                gift = context["coupons"]["gift"]
+                assert (gift["kind"], gift["value"]) == ("percent_off", 1000)
+                assert gift["expires_at"] == at("2026-05-24 09:00")  # two weeks
+                assert "credits" not in context
+                body = text_of(email_of(tmp_path, db, "birthday", key, "card"))
+                assert "10% off" in body and gift["code"] in body
+                assert "valid until May 24, 2026" in body and "store credit" not in body
+        text = sms_of(tmp_path, db, "birthday", "cat", "text")
+        assert "$10.00 of store credit is in your account" in text
+        assert CODE.search(text) is None
+        # A retry of the step (its idempotency key: the run and the step) changes nothing.
+        (run_id,) = query(db, """
+            SELECT r.id FROM flow_runs r JOIN customers c ON c.id = r.customer_id
+            WHERE c.external_id = 'cat'""")[0]  # fmt: skip
+        again = loyalty_service.grant_credit(
+            engine, "shop", ids["cat"], 1000, key=f"flow-run:{run_id}:gift-credit",
+            reason="birthday gift", actor="campaign", now=at("2026-05-11 09:00"), system=True,
+        )  # fmt: skip
+        assert (again.replayed, again.balance) == (True, 1000)
+        assert loyalty_service.balance(engine, "shop", ids["cat"])["store_credit_minor"] == 1000
+    finally:
+        engine.dispose()
 
 
 def test_daily_deal_expires_the_same_day(sqlite_db: str, tmp_path: Path) -> None:
@@ -768,6 +923,154 @@ def test_browse_abandonment_min_views_is_honoured(sqlite_db: str, tmp_path: Path
     finally:
         engine.dispose()
     assert runs_of(db, "browse-abandonment") == []
+
+
+def test_vip_gift_a_staff_task_then_a_thank_you_two_days_later(db: str, tmp_path: Path) -> None:
+    """Who enters is the high-spenders segment (top 10% of buyers by lifetime revenue, ties
+    left out) as each refresh sees it; each entrant gets a staff task at once, the vip-gift
+    tag, and the thank-you email two days later. The holdout gets no task, no tag and no
+    email; a customer who drops out and comes back within the year is not let in again."""
+    people = [
+        Person("ann", orders=[("2026-01-05 10:00", 30000), ("2026-02-05 10:00", 30000)]),
+        Person("bob", orders=[("2026-01-06 10:00", 40000)]),
+        # cat is a small buyer until a big order on Mar 5
+        Person("cat", orders=[("2026-01-07 10:00", 2000), ("2026-03-05 10:00", 80000)]),
+        Person("dan", orders=[("2026-01-08 10:00", 50000)]),  # held out of this flow
+        # 26 buyers of $15-$40
+        *(Person(f"s{i:02d}", orders=[("2026-01-10 10:00", 1000 + 100 * i)]) for i in range(5, 31)),
+        # 10 first orders in mid-March
+        *(Person(f"n{i:02d}", orders=[("2026-03-15 10:00", 1000)]) for i in range(31, 41)),
+    ]
+    build_store(db, "shop", people, consent_at=CONSENT)
+    assert held_out(db, "vip-gift") & {"ann", "bob", "cat", "dan"} == {"dan"}
+
+    def refresh(when: str) -> tuple[int, int, int]:
+        """(members, entered, exited) of high-spenders at a refresh as of ``when``."""
+        done = segments_service.refresh(db, "shop", as_of=at(when))
+        name = "high-spenders"
+        entered, exited = done.entered_by_segment, done.exited_by_segment
+        return done.members[name], entered.get(name, 0), exited.get(name, 0)
+
+    # Mar 2: 30 buyers, the top 10% is 3: ann ($600), dan ($500), bob ($400).
+    assert refresh("2026-03-02 09:00") == (3, 3, 0)
+    install(db, ["vip-gift"], "2026-03-01 00:00")
+    # Mar 9: cat ($820) is in, bob (4th) is out.
+    assert refresh("2026-03-09 09:00") == (3, 1, 1)
+    # Mar 20: 40 buyers, the top 10% is 4: bob is back (11 days after he left).
+    assert refresh("2026-03-20 09:00") == (4, 1, 0)
+    simulate(db, "2026-03-25 00:00", tmp_path, scan_days=30)
+    expect_messages(db, "vip-gift", {
+        ("ann", "thank-you"): "2026-03-04 09:00",  # entered Mar 2 09:00, + 2 days
+        ("bob", "thank-you"): "2026-03-04 09:00",
+        ("cat", "thank-you"): "2026-03-11 09:00",  # entered Mar 9 09:00
+        ("dan", "thank-you"): "2026-03-04 09:00",  # held out: recorded as skipped
+    })  # fmt: skip
+    # One run each: bob's return on Mar 20 is within the 365 days of his first entry.
+    assert runs_of(db, "vip-gift") == [
+        ("ann", "done", None, False), ("bob", "done", None, False),
+        ("cat", "done", None, False), ("dan", "done", None, True),
+    ]  # fmt: skip
+    ids = customer_ids(db)
+    title = "VIP gift: send a gift with a handwritten note"
+    tasks = campaigns.staff_tasks(db, "shop")
+    assert sorted((t["customer_id"], t["title"], t["created_at"]) for t in tasks) == [
+        (ids["ann"], title, at("2026-03-02 09:00")),  # at entry, two days before the email
+        (ids["bob"], title, at("2026-03-02 09:00")),
+        (ids["cat"], title, at("2026-03-09 09:00")),
+    ]  # no task for dan (the holdout)
+    for t in tasks:
+        assert t["body"].startswith("This customer just became one of the store's top 10%")
+        assert "handwritten, personal note" in t["body"] and "goes out in two days" in t["body"]
+    engine = open_engine(db)
+    try:
+        contexts = build_contexts(engine, "shop", [ids[k] for k in ("ann", "bob", "cat", "dan")],
+                                  sections=["customer"], create_referral_codes=False)  # fmt: skip
+    finally:
+        engine.dispose()
+    tags = {c["customer"]["email"].split("@")[0]: c["customer"]["tags"] for c in contexts.values()}
+    assert tags == {"ann": ["vip-gift"], "bob": ["vip-gift"], "cat": ["vip-gift"], "dan": []}
+    email_ann = email_of(tmp_path, db, "vip-gift", "ann", "thank-you")
+    assert str(email_ann["Subject"]) == "Ann, a little thank-you is on its way"
+    body = text_of(email_ann)
+    assert "2 orders so far" in body and "We have sent you a small gift with a note" in body
+    assert "coupons" not in outbox_of(db, "vip-gift")[("ann", "thank-you")]["context"]
+
+
+PLANS = Path(__file__).parents[2] / "examples" / "membership-plans.yaml"
+
+
+def test_renewal_bonus_points_two_weeks_before_a_membership_renews(db: str, tmp_path: Path) -> None:
+    """Chase's renewal bonus: 14 days before an annual membership renews, 1,000 points on
+    the ledger (once, however often the tick runs) and the advocacy email; nothing for a
+    non-member or a member who is cancelling; the holdout gets the run but no points and no
+    email; the next year's renewal lets the member in again."""
+    people = [Person("ann"), Person("bob"), Person("cat"), Person("dan")]
+    build_store(db, "shop", people, consent_at=CONSENT)
+    assert held_out(db, "renewal-bonus") == {"dan"}
+    membership_service.set_plans(db, "shop", PLANS, now=at("2026-01-02 00:00"))
+    ids, engine = customer_ids(db), open_engine(db)
+    try:
+        # ann, cat and dan join the annual plan ($99, no trial) on Jan 15, 2026 at 10:00: it
+        # renews on Jan 15, 2027 at 10:00; bob never joins. cat will not renew.
+        for key in ("ann", "cat", "dan"):
+            joined = membership_service.subscribe(
+                engine, "shop", ids[key], "plus-annual", key=f"join-{key}",
+                now=at("2026-01-15 10:00"),
+            )  # fmt: skip
+            assert (joined.status, joined.period_end) == ("active", "2027-01-15T10:00:00+00:00")
+        membership_service.cancel(engine, "shop", ids["cat"], now=at("2026-06-01 12:00"))
+    finally:
+        engine.dispose()
+    install(db, ["renewal-bonus"], "2026-12-01 00:00")
+    simulate(db, "2027-01-10 00:00", tmp_path, scan_days=400)
+    # Jan 15 10:00 - 14 days = Jan 1, 2027 10:00: the bonus, then the email at once.
+    expect_messages(db, "renewal-bonus", {
+        ("ann", "advocacy"): "2027-01-01 10:00",
+        ("dan", "advocacy"): "2027-01-01 10:00",  # held out: recorded as skipped
+    })  # fmt: skip
+    assert runs_of(db, "renewal-bonus") == [
+        ("ann", "done", None, False), ("dan", "done", None, True),
+    ]  # fmt: skip
+    engine = open_engine(db)
+    try:
+        # The same moment ticked again, and the time simulated again: nothing more.
+        assert campaigns.tick(engine, "shop", at("2027-01-01 10:00")).advanced == 0
+        simulate(db, "2027-01-10 00:00", tmp_path, scan_days=400)
+        points = {k: loyalty_service.balance(engine, "shop", ids[k])["balance"] for k in ids}
+        assert points == {"ann": 1000, "bob": 0, "cat": 0, "dan": 0}
+        body = text_of(email_of(tmp_path, db, "renewal-bonus", "ann", "advocacy"))
+        assert "Plus (annual)" in body and "renews on January 15, 2027" in body
+        assert "you now have 1000 points" in body
+        # ann pays for her second year on Jan 14; the lifecycle job renews her on Jan 15
+        # (the program has no renewal bonus of its own: the flow's is the only one), and
+        # dan, who did not pay, is past due.
+        membership_service.record_payment(engine, "shop", ids["ann"], key="ann-2027",
+                                           now=at("2027-01-14 10:00"))  # fmt: skip
+        job = membership_service.tick(engine, "shop", now=at("2027-01-15 12:00"))
+        assert job.renewal_bonuses == 0
+        assert job.events.get("membership_past_due") == 1
+        ann = membership_service.status(engine, "shop", ids["ann"])["membership"]
+        assert (ann["status"], ann["period_end"]) == ("active", "2028-01-15T10:00:00+00:00")
+    finally:
+        engine.dispose()
+    # Next year: ann enters again on Jan 1, 2028 10:00 (365 days after her first entry; the
+    # flow lets a member in again after 300): 1,000 more points and a second email. dan
+    # (past due) and cat (cancelled on Jan 15) are no longer renewing.
+    simulate(db, "2028-01-10 00:00", tmp_path, scan_days=400)
+    assert runs_of(db, "renewal-bonus") == [
+        ("ann", "done", None, False), ("ann", "done", None, False), ("dan", "done", None, True),
+    ]  # fmt: skip
+    sent = query(db, f"""
+        SELECT o.status, o.sent_at FROM outbox o JOIN flows f ON f.id = o.flow_id
+        WHERE f.name = 'renewal-bonus' AND o.customer_id = {ids["ann"]}
+        ORDER BY o.not_before""")  # fmt: skip
+    assert sent == [("sent", at("2027-01-01 10:00")), ("sent", at("2028-01-01 10:00"))]
+    engine = open_engine(db)
+    try:
+        points = {k: loyalty_service.balance(engine, "shop", ids[k])["balance"] for k in ids}
+    finally:
+        engine.dispose()
+    assert points == {"ann": 2000, "bob": 0, "cat": 0, "dan": 0}
 
 
 def test_cli_list_show_install(sqlite_db: str) -> None:

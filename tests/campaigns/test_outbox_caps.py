@@ -9,8 +9,8 @@ customer gets at most one marketing email in any 16-hour window (checked on the 
 send times and on what the sink received); what the cap blocked is skipped (priority below
 50) or queued until the cap frees (sent at the earliest at the previous send + 16 h).
 
-Also: across workers the higher-priority message should win the capped slot (xfail: the
-slot goes to whichever worker gets there first).
+Also: across workers the higher-priority message wins the capped slot (it used to go to
+whichever worker got there first).
 """
 
 from __future__ import annotations
@@ -188,14 +188,6 @@ class _Workers:
 
 
 @pytest.mark.xdist_group("campaign-processes")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: flow priority ('higher wins when a cap blocks') only holds inside one "
-    "worker's claim: services/campaigns.py dispatch decides each claimed batch on its own "
-    "and the capped slot goes to whichever worker reaches take_slot first, so with several "
-    "workers a priority-50 broadcast can take the slot and the priority-80 message waits "
-    "16 h (seen in S6 for ~45 of 1,000 customers)",
-)
 def test_the_higher_priority_message_wins_the_capped_slot_across_workers(
     db: str, tmp_path: Path
 ) -> None:

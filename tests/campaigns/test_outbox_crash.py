@@ -15,7 +15,7 @@ SMTP to an aiosmtpd sink in its own process.
   delivered once (a message caught mid-delivery by a kill is in doubt, never resent), one
   coupon per run, every run done, waits respected.
 - A live worker whose pass lasts longer than the lease keeps its claims when another
-  worker starts (xfail: it does not, see the test).
+  worker starts (leases are stamped on the wall clock and renewed during a long batch).
 """
 
 from __future__ import annotations
@@ -209,11 +209,11 @@ def test_s3_pause_resume_50_times_and_restart_10_times_one_send_per_run_and_step
                 toggles, kills, paused_points, t = _toggle_and_restart(shop, rng, t0)
                 # Resume for good and run on until every run is done.
                 campaigns.set_status(db, STORE, "journey", "active")
-                deadline = t0 + 12 * HOUR
+                deadline = max(t0, t) + 12 * HOUR
                 while not _all_done(shop) and t < deadline:
                     t += GRID
                     _pass(shop, t, "tail")
-                campaigns.recover(shop.engine, STORE, t + 1, lease=0)
+                campaigns.recover(shop.engine, STORE, lease=0)
                 _pass(shop, t + GRID, "final")
             rows = outbox(shop.engine)
             changes = audit(shop.engine)
@@ -280,7 +280,9 @@ def _toggle_and_restart(shop: Shop, rng: random.Random, t0: int) -> tuple[int, i
     t = t0
     while toggles < TOGGLES or kills < RESTARTS:
         t += GRID
-        assert t < t0 + 8 * HOUR, (toggles, kills)
+        # A kill lands only if the pass is still running; a quick pass escapes it (seen
+        # on a quiet machine: 8 kills in 8 h of passes), so allow a day of passes.
+        assert t < t0 + 24 * HOUR, (toggles, kills)
         paused_points += paused
         proc = start(sim_cycle, shop.db, STORE, f"sim-{t}", t)
         plan = [("toggle", rng.uniform(0.0, 0.4)) for _ in range(rng.choice((1, 2, 2, 3)))]
@@ -295,7 +297,7 @@ def _toggle_and_restart(shop: Shop, rng: random.Random, t0: int) -> tuple[int, i
                 toggles += 1
             elif what == "kill" and kill(proc):
                 kills += 1
-                campaigns.recover(shop.engine, STORE, t + 1, lease=0)
+                campaigns.recover(shop.engine, STORE, lease=0)
                 proc = start(sim_cycle, shop.db, STORE, f"restart-{t}", t)
         proc.join(300)
         assert proc.exitcode == 0, proc.exitcode
@@ -322,21 +324,13 @@ class _StartsAnotherWorker:
         self.real.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: claimed_at is stamped with the pass's `now` (services/campaigns.py "
-    "dispatch/_Sender.send: claim_messages(now), set_message(claimed_at=now)), and "
-    "campaign_runtime.worker runs a whole cycle on one `now`: once a pass lasts longer than "
-    "LEASE, any worker that starts recovers the live worker's claims: the message it is "
-    "delivering ends in_doubt although it was delivered, the rest of its batch is requeued",
-)
 def test_a_worker_pass_longer_than_the_lease_keeps_its_claims(db: str, tmp_path: Path) -> None:
     """`boomerang worker` takes ``now`` once per pass and drains the whole queue with it
     (a broadcast to 100,000 at 50 emails/s is a 33-minute pass). Here the pass began 11
     minutes ago (> LEASE); during its first delivery another worker starts. Nothing of
-    the live worker's may be recovered: all three emails go, none is in doubt. (Today the
-    one being delivered is marked in doubt, although it was delivered: `outbox in-doubt`
-    asks an operator to check the provider and resend, the way to a duplicate.)"""
+    the live worker's may be recovered: all three emails go, none is in doubt. (Found as a
+    bug: leases were stamped with the pass's ``now``, so the one being delivered went in
+    doubt although it was delivered, and `outbox in-doubt` asked an operator to resend.)"""
     now0 = now_micros()
     people = [Person(f"c{i}", orders=[(stamp(now0 - 2 * HOUR), 1000)]) for i in range(3)]
     with smtp_sink(tmp_path / "sink.jsonl") as sink:

@@ -199,7 +199,7 @@ def test_a_worker_that_lost_its_claim_takes_no_contact_slot(db: str, tmp_path: P
             thread = threading.Thread(target=run_a)
             thread.start()
             assert inside.wait(120)
-            later = now + campaigns.LEASE + 1_000_000  # another worker starts, the lease ran out
+            later = now_micros() + campaigns.LEASE + 1_000_000  # a worker starts, the lease ran out
             assert campaigns.recover(shop.engine, STORE, later) == (1, 1)
 
             def build_b(

@@ -5,7 +5,8 @@ priority and quiet hours. Pure: the dispatcher gathers the facts and applies the
 Order of checks: holdout, expiry, a reachable address; transactional messages then go
 (no consent, cap or quiet hours applies to a receipt); marketing needs the channel's
 latest consent to be ``granted`` at send time; inside quiet hours it waits for their end;
-when a cap blocks it, a message of priority >= ``defer_priority`` that is still worth
+a message outranked for the capped slot by a higher-priority one of the same customer
+(held by any worker) waits for it; when a cap blocks it, a message of priority >= ``defer_priority`` that is still worth
 sending when the cap frees is queued until then, the rest are skipped. Every decision
 carries its reason, which the outbox keeps.
 """
@@ -23,6 +24,7 @@ from boomerang.domain.clock import from_micros, to_micros
 from boomerang.segments.model import parse_window
 
 Action = Literal["send", "skip", "defer"]
+YIELD_MICROS = 15 * 60 * 1_000_000  # a message outranked for its capped slot looks again
 
 
 class QuietHours(BaseModel):
@@ -62,6 +64,7 @@ class Candidate:
     last_marketing_at: int | None  # on this channel
     timezone: str | None
     created_at: int
+    outranked_by: int | None = None  # priority of a rival message for the capped slot
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,11 @@ def decide(c: Candidate, settings: ArbiterSettings, now: int) -> Decision:
         if until is not None:
             return _defer_or_skip(c, settings, now, until, "quiet hours")
     cap = settings.cap_micros(c.channel)
+    if cap is not None and c.outranked_by is not None and c.outranked_by > c.priority:
+        return _defer_or_skip(
+            c, settings, now, now + YIELD_MICROS,
+            f"frequency cap ({c.channel}): priority {c.outranked_by} goes first",
+        )  # fmt: skip
     if cap is not None and c.last_marketing_at is not None and now < c.last_marketing_at + cap:
         free_at = c.last_marketing_at + cap
         if c.priority >= settings.defer_priority:

@@ -2,8 +2,9 @@
 
 Pure: the caller passes the facts it gathered for the run's customer (orders since entry,
 which rules hold, the timezone, date properties) and an `Effects` port that applies what
-the steps do (issue a coupon, grant points, create a task, update the profile) inside the
-caller's transaction. Sends and webhooks come back as `Outgoing` messages for the outbox.
+the steps do (issue a coupon, grant points or store credit, create a task, update the
+profile) inside the caller's transaction. Sends and webhooks come back as `Outgoing`
+messages for the outbox.
 
 Times are the run's *scheduled* times, not the tick's: a run that waited 1 day from a step
 due at t continues at t + 1 day even when the tick comes later, so simulated time and a
@@ -22,6 +23,7 @@ from boomerang.campaigns.flow import (
     END,
     Ab,
     Flow,
+    GrantCredit,
     GrantPoints,
     IssueCoupon,
     Send,
@@ -91,6 +93,8 @@ class Effects(Protocol):
 
     def points(self, run: RunState, step_id: str, spec: Any, at: int) -> None: ...
 
+    def credit(self, run: RunState, step_id: str, spec: Any, at: int) -> dict[str, Any]: ...
+
     def task(self, run: RunState, step_id: str, spec: Any, at: int) -> None: ...
 
     def profile(self, run: RunState, step_id: str, spec: Any, at: int) -> None: ...
@@ -130,8 +134,8 @@ def advance(flow: Flow, run: RunState, facts: Facts, now: int, effects: Effects)
     an exit condition (checked before every step).
 
     ``run.context`` is never modified: the result's ``context`` is that same dict when no
-    step changed it, else a new one (a coupon or an A/B variant added), so a caller can
-    tell "unchanged" with ``is``."""
+    step changed it, else a new one (a coupon, a credit or an A/B variant added), so a
+    caller can tell "unchanged" with ``is``."""
     out = Advance(run.step_id, run.due_at, "active", None, run.context)
     plan = _plan(flow)
     # Whether an exit can apply at all (the facts do not change during the advance).
@@ -245,6 +249,9 @@ def _run_step(
             _put(out, "coupons", step.coupon.name, issued)
         elif isinstance(step, GrantPoints):
             effects.points(run, step.id, step.points, at)
+        elif isinstance(step, GrantCredit):
+            granted = effects.credit(run, step.id, step.credit, at)
+            _put(out, "credits", step.credit.name, granted)
         elif isinstance(step, StaffTask):
             effects.task(run, step.id, step.task, at)
         elif isinstance(step, UpdateProfile):
@@ -277,6 +284,7 @@ def _wait_until(step: Wait, at: int, facts: Facts, out: Advance) -> int:
 
 
 def _message_context(context: dict[str, Any]) -> dict[str, Any]:
-    """What a message carries of its run (coupons issued so far, chosen variants)."""
-    keep = ("coupons", "variants", "trigger")
+    """What a message carries of its run (coupons issued and credits granted so far, chosen
+    variants)."""
+    keep = ("coupons", "credits", "variants", "trigger")
     return {k: context[k] for k in keep if k in context}

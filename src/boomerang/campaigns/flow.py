@@ -1,6 +1,7 @@
 """The flow model: a trigger, exit conditions, a re-entry policy, a holdout share and a
-graph of steps (send, wait, split, A/B/n, profile update, coupon, points, staff task,
-webhook), read from YAML/JSON or built in Python and validated before anything runs.
+graph of steps (send, wait, split, A/B/n, profile update, coupon, points, store credit,
+staff task, webhook), read from YAML/JSON or built in Python and validated before anything
+runs.
 
 Steps form a flat list with ids; each step continues to ``next`` (default: the step
 below it), a split to ``yes``/``no``, an A/B/n split to its variants' ``next``. The graph
@@ -269,6 +270,30 @@ class GrantPoints(_Step):
     points: PointsSpec
 
 
+class CreditSpec(_Model):
+    """Store credit on the customer's loyalty ledger (no code: it is used at checkout), kept
+    in the run under ``name`` for the templates (``{{ credits.<name>.amount | money }}``)."""
+
+    amount: int = Field(ge=1, description="minor units of the store currency")
+    reason: str = "campaign credit"
+    name: str = Field("gift", pattern=NAME)
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _minor_units(cls, value: Any) -> Any:
+        # 10.00 or "10.00" would silently become 10 cents: ask for whole minor units.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(
+                f"give the amount in minor units of the store currency, a whole number "
+                f"(1000 is $10.00 in a USD store), not {value!r}"
+            )
+        return value
+
+
+class GrantCredit(_Step):
+    credit: CreditSpec
+
+
 class TaskSpec(_Model):
     title: str = Field(min_length=1)
     body: str = ""
@@ -286,7 +311,18 @@ class Webhook(_Step):
     webhook: WebhookSpec
 
 
-Step = Send | Wait | Split | Ab | UpdateProfile | IssueCoupon | GrantPoints | StaffTask | Webhook
+Step = (
+    Send
+    | Wait
+    | Split
+    | Ab
+    | UpdateProfile
+    | IssueCoupon
+    | GrantPoints
+    | GrantCredit
+    | StaffTask
+    | Webhook
+)
 STEP_KINDS: dict[str, type[_Step]] = {
     "send": Send,
     "wait": Wait,
@@ -295,6 +331,7 @@ STEP_KINDS: dict[str, type[_Step]] = {
     "update_profile": UpdateProfile,
     "coupon": IssueCoupon,
     "points": GrantPoints,
+    "credit": GrantCredit,
     "task": StaffTask,
     "webhook": Webhook,
 }

@@ -61,7 +61,7 @@ from jinja2.runtime import Context, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
-from boomerang.campaigns.flow import Flow, IssueCoupon, Send
+from boomerang.campaigns.flow import Flow, GrantCredit, IssueCoupon, Send, Step
 from boomerang.domain.clock import MICROS_PER_SECOND, from_micros, to_micros
 from boomerang.domain.money import currency_exponent
 from boomerang.errors import InputError
@@ -73,6 +73,7 @@ __all__ = [
     "Rendered",
     "TemplateError",
     "TemplateSet",
+    "carried_before",
     "coupon_description",
     "coupons_before",
     "format_date",
@@ -1044,10 +1045,12 @@ def sample_context(
     coupons: Mapping[str, Mapping[str, Any]] | None = None,
     currency: str = "USD",
     now: datetime = SAMPLE_NOW,
+    credits: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A context shaped like `services.campaign_context.build_contexts`'s, for validation:
     ``bare`` is a customer with nothing optional (no name, orders, points, referral code,
-    membership or recommendations, and a transactional message's links)."""
+    membership or recommendations, and a transactional message's links). ``coupons``:
+    name -> (kind, value, expires_days); ``credits``: name -> (amount)."""
     day = timedelta(days=1)
     coupon_view: dict[str, dict[str, Any]] = {
         name: {
@@ -1061,6 +1064,15 @@ def sample_context(
         }
         for name, spec in (coupons or {}).items()
     }
+    credit_view: dict[str, dict[str, Any]] = {
+        name: {
+            "amount": int(spec.get("amount", 1000)),
+            "currency": currency,
+            "balance": int(spec.get("amount", 1000)),
+            "description": format_money(int(spec.get("amount", 1000)), currency),
+        }
+        for name, spec in (credits or {}).items()
+    }
     store = {"name": "Example Shop", "currency": currency, "timezone": "UTC", "url": ""}
     links = Links() if bare else Links(
         unsubscribe="https://example.invalid/u/sample",
@@ -1073,6 +1085,10 @@ def sample_context(
             name: {"code": view["code"], "kind": view["kind"], "value": view["value"],
                    "expires_at": to_micros(view["expires_at"])}
             for name, view in coupon_view.items()
+        },
+        "credits": {
+            name: {"amount": view["amount"], "currency": currency, "balance": view["balance"]}
+            for name, view in credit_view.items()
         },
         "variants": {},
         "trigger": {},
@@ -1090,6 +1106,7 @@ def sample_context(
             "loyalty": {"points": 0, "pending": 0, "credit": 0, "tier": None, "tier_perks": [],
                         "next_expiry": None},
             "coupons": coupon_view,
+            "credits": credit_view,
             "referral": None,
             "membership": None,
             "recommendations": [],
@@ -1125,6 +1142,7 @@ def sample_context(
             "next_expiry": {"points": 200, "at": now + 30 * day},
         },
         "coupons": coupon_view,
+        "credits": credit_view,
         "referral": {
             "code": "ABCD-EFGH-JKMN", "link": "https://shop.example/r/ABCDEFGHJKMN",
             "share_texts": {c: "Place your first order through my link: https://shop.example/r/ABCDEFGHJKMN"
@@ -1193,11 +1211,86 @@ def sample_coupons(flow: Flow, step_id: str) -> dict[str, dict[str, Any]]:
     }
 
 
-def sample_run_context(flow: Flow, step_id: str, *, now: datetime | None = None) -> dict[str, Any]:
+#: The most combinations of coupons and credits `validate_flow` renders a step's template
+#: with (a flow would need many optional gifts on branching paths to have more).
+MAX_CARRIED = 32
+
+
+def _issued(step: Step) -> tuple[str, str] | None:
+    """The run-context entry a step adds for templates: (section, name)."""
+    if isinstance(step, IssueCoupon):
+        return "coupons", step.coupon.name
+    if isinstance(step, GrantCredit):
+        return "credits", step.credit.name
+    return None
+
+
+def carried_before(flow: Flow) -> dict[str, list[dict[tuple[str, str], str]]]:
+    """Per step: each distinct combination of coupons and credits a run can hold when it
+    reaches the step (one per path, duplicates dropped; at most `MAX_CARRIED`), as
+    ``(section, name) -> id of the step that issued it`` (a later step issuing the same
+    name replaces the earlier one). An A/B split whose arms give different gifts under one
+    name (a coupon in one arm, store credit in the other) gives one combination per arm."""
+    preds: dict[str, list[str]] = {s.id: [] for s in flow.steps}
+    for s in flow.steps:
+        for nxt in flow.successors(s.id):
+            if nxt in preds:
+                preds[nxt].append(s.id)
+    memo: dict[str, list[dict[tuple[str, str], str]]] = {}
+
+    def before(step_id: str) -> list[dict[tuple[str, str], str]]:
+        if step_id not in memo:
+            found: list[dict[tuple[str, str], str]] = []
+            if step_id == flow.first():
+                found.append({})
+            for p in preds[step_id]:
+                for state in after(p):
+                    if state not in found and len(found) < MAX_CARRIED:
+                        found.append(state)
+            memo[step_id] = found
+        return memo[step_id]
+
+    def after(step_id: str) -> list[dict[tuple[str, str], str]]:
+        entry = _issued(flow.step(step_id))
+        states = before(step_id)
+        return states if entry is None else [{**state, entry: step_id} for state in states]
+
+    return {s.id: before(s.id) for s in flow.steps}
+
+
+def _gift_specs(
+    flow: Flow, state: Mapping[tuple[str, str], str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The coupon specs (kind, value, expires_days) and credit specs (amount) of one
+    combination from `carried_before`, keyed by name."""
+    coupons: dict[str, dict[str, Any]] = {}
+    credits: dict[str, dict[str, Any]] = {}
+    for (section, name), step_id in state.items():
+        step = flow.step(step_id)
+        if section == "coupons" and isinstance(step, IssueCoupon):
+            coupons[name] = {
+                "kind": step.coupon.kind,
+                "value": step.coupon.value,
+                "expires_days": step.coupon.expires_days,
+            }
+        elif isinstance(step, GrantCredit):
+            credits[name] = {"amount": step.credit.amount}
+    return coupons, credits
+
+
+def sample_run_context(
+    flow: Flow, step_id: str, *, now: datetime | None = None, currency: str = "USD"
+) -> dict[str, Any]:
     """A run context for previewing ``step_id`` of ``flow`` for a customer who has no run:
-    the coupons the flow would have issued by then, with the code ``PREVIEW-CODE`` (shaped
-    like a stored run context: JSON-ready, times in epoch micros)."""
+    the coupons (with the code ``PREVIEW-CODE``) and store credits the flow would have given
+    by then on every path (shaped like a stored run context: JSON-ready, times in epoch
+    micros)."""
     at = now or datetime.now(UTC)
+    states = carried_before(flow)[step_id] or [{}]
+    every = {
+        k: v for k, v in states[0].items() if k[0] == "credits" and all(k in s for s in states)
+    }
+    _, credits = _gift_specs(flow, every)
     return {
         "coupons": {
             name: {
@@ -1208,6 +1301,10 @@ def sample_run_context(flow: Flow, step_id: str, *, now: datetime | None = None)
             }
             for name, spec in sample_coupons(flow, step_id).items()
         },
+        "credits": {
+            name: {"amount": spec["amount"], "currency": currency, "balance": spec["amount"]}
+            for name, spec in credits.items()
+        },
         "variants": {},
         "trigger": {},
     }
@@ -1215,18 +1312,22 @@ def sample_run_context(flow: Flow, step_id: str, *, now: datetime | None = None)
 
 def validate_flow(flow: Flow, templates: TemplateSet, *, currency: str = "USD") -> list[str]:
     """Check every Send step of ``flow``: its template exists for its channel, parses, and
-    renders with two sample customers (one with everything, one with nothing optional) and
-    the coupons the flow has issued on every path to that step. Raises `TemplateError`
-    naming the step and file; returns warnings (SMS length, CSS per message)."""
+    renders with two sample customers (one with everything, one with nothing optional)
+    for each combination of coupons and store credits a run can hold at that step (one per
+    path: an A/B split's arms are each rendered). Raises `TemplateError` naming the step and
+    file; returns warnings (SMS length, CSS per message)."""
     warnings: list[str] = []
+    carried = carried_before(flow)
     for step in flow.steps:
         if not isinstance(step, Send):
             continue
-        coupons = sample_coupons(flow, step.id)
-        samples = [
-            sample_context(coupons=coupons, currency=currency),
-            sample_context(bare=True, coupons=coupons, currency=currency),
-        ]
+        samples = []
+        for state in carried[step.id]:
+            coupons, credits = _gift_specs(flow, state)
+            samples += [
+                sample_context(coupons=coupons, credits=credits, currency=currency),
+                sample_context(bare=True, coupons=coupons, credits=credits, currency=currency),
+            ]
         where = f"flow {flow.name!r} step {step.id!r} ({step.send.channel} {step.send.template!r})"
         try:
             found = templates.validate(step.send.template, step.send.channel, samples)

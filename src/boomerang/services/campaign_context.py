@@ -12,14 +12,14 @@ is fitted here). ``sections`` (e.g. `TemplateSet.variables`) skips what a templa
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine
 
-from boomerang.campaigns.templates import coupon_description, micros_to_datetime
+from boomerang.campaigns.templates import coupon_description, format_money, micros_to_datetime
 from boomerang.domain.clock import from_micros, now_micros
 from boomerang.loyalty import referrals as referral_rules
 from boomerang.loyalty.program import Program
@@ -34,10 +34,10 @@ from boomerang.store.repos import stores as stores_repo
 
 #: Top-level variables built here (templates also get ``links`` and, in HTML/text, ``subject``).
 SECTIONS = (
-    "customer", "store", "last_order", "loyalty", "coupons", "referral", "membership",
-    "recommendations", "run", "now",
+    "customer", "store", "last_order", "loyalty", "coupons", "credits", "referral",
+    "membership", "recommendations", "run", "now",
 )  # fmt: skip
-ALWAYS = frozenset({"customer", "store", "run", "now", "coupons"})
+ALWAYS = frozenset({"customer", "store", "run", "now", "coupons", "credits"})
 FALLBACK_NAME = "there"
 RECOMMENDATIONS = 4
 LIVE = frozenset({"trial", "active", "past_due"})
@@ -120,24 +120,44 @@ def _display_code(code: str) -> str:
     return code
 
 
+def _named(run: Mapping[str, Any], section: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """The well-formed ``{name: {...}}`` entries of a run-context section."""
+    found = run.get(section)
+    if isinstance(found, Mapping):
+        for name, raw in found.items():
+            if isinstance(raw, Mapping):
+                yield str(name), raw
+
+
 def _coupons(run: Mapping[str, Any], currency: str) -> dict[str, dict[str, Any]]:
     """The run's coupons ({name: {code, kind, value, expires_at}}) as templates show them."""
-    found = run.get("coupons")
     out: dict[str, dict[str, Any]] = {}
-    if not isinstance(found, Mapping):
-        return out
-    for name, raw in found.items():
-        if not isinstance(raw, Mapping):
-            continue
+    for name, raw in _named(run, "coupons"):
         kind = str(raw.get("kind", ""))
         value = int(raw.get("value") or 0)
         code = str(raw.get("code", ""))
-        out[str(name)] = {
+        out[name] = {
             "code": _display_code(code),
             "kind": kind,
             "value": value,
             "expires_at": micros_to_datetime(raw.get("expires_at")),
             "description": coupon_description(kind, value, str(raw.get("currency") or currency)),
+        }
+    return out
+
+
+def _credits(run: Mapping[str, Any], currency: str) -> dict[str, dict[str, Any]]:
+    """The run's store credits ({name: {amount, currency, balance}}, minor units: the balance
+    just after the grant) as templates show them, with ``description`` ("$10.00")."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in _named(run, "credits"):
+        money = str(raw.get("currency") or currency)
+        amount = int(raw.get("amount") or 0)
+        out[str(name)] = {
+            "amount": amount,
+            "currency": money,
+            "balance": int(raw.get("balance") or 0),
+            "description": format_money(amount, money),
         }
     return out
 
@@ -181,11 +201,14 @@ def _membership(row: Mapping[str, Any], savings: Any) -> dict[str, Any]:
 def with_run(
     context: Mapping[str, Any], run: Mapping[str, Any] | None, currency: str | None = None
 ) -> dict[str, Any]:
-    """A customer's context for one message: ``coupons`` and ``run`` from that message's run
-    context (the rest is shared by every message to the customer)."""
+    """A customer's context for one message: ``coupons``, ``credits`` and ``run`` from that
+    message's run context (the rest is shared by every message to the customer)."""
     found = dict(run or {})
     money = currency or str(context["store"]["currency"])
-    return {**context, "coupons": _coupons(found, money), "run": found}
+    return {
+        **context, "coupons": _coupons(found, money), "credits": _credits(found, money),
+        "run": found,
+    }  # fmt: skip
 
 
 def build_contexts(
@@ -203,7 +226,8 @@ def build_contexts(
 ) -> dict[int, dict[str, Any]]:
     """The template context of each customer (ids not in the store are left out).
 
-    ``runs``: each customer's run/message context (coupons issued, variants, trigger facts);
+    ``runs``: each customer's run/message context (coupons issued, credits granted, variants,
+    trigger facts);
     ``recommender``: a fitted recommender (None: fit the co-purchase one now, when the
     templates read recommendations); ``sections``: the top-level variables wanted (None:
     all); ``create_referral_codes``: make a referral code for a referrer who has none yet
@@ -257,6 +281,7 @@ def build_contexts(
             ),
             "store": store_view,
             "coupons": _coupons(run, row.currency),
+            "credits": _credits(run, row.currency),
             "run": run,
             "now": moment,
         }

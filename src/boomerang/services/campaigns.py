@@ -370,6 +370,14 @@ class _StepEffects:
             expires_at=lot_expiry(program, at), order_ref=None, at=at, system=True,
         )  # fmt: skip
 
+    def credit(self, run: RunState, step_id: str, spec: Any, at: int) -> dict[str, Any]:
+        granted = loyalty_service.grant_credit_in(
+            self.conn, self.store, run.customer_id, spec.amount,
+            key=f"flow-run:{run.run_id}:{step_id}", reason=spec.reason, actor="campaign",
+            at=at, system=True,
+        )  # fmt: skip
+        return {"amount": spec.amount, "currency": self.store.currency, "balance": granted.balance}
+
     def task(self, run: RunState, step_id: str, spec: Any, at: int) -> None:
         repo.add_task(self.conn, {
             "store_id": self.store.id, "run_id": run.run_id, "customer_id": run.customer_id,
@@ -593,11 +601,18 @@ class DispatchResult:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-def recover(engine: Engine, store: str, now: int, *, lease: int = LEASE) -> tuple[int, int]:
-    """Claims older than the lease: back to the queue, or in-doubt if mid-delivery."""
+def recover(
+    engine: Engine, store: str, now: int | None = None, *, lease: int = LEASE
+) -> tuple[int, int]:
+    """Claims older than the lease: back to the queue, or in-doubt if mid-delivery.
+
+    Leases are stamped and measured on the wall clock (``now`` defaults to it), never on
+    a simulated ``now``: a pass that runs long, or a simulation of last month, must not
+    make a live worker's claims look abandoned."""
+    wall = now_micros() if now is None else now
     with engine.begin() as conn:
         row = stores_repo.get(conn, store)
-        return repo.recover_stale(conn, row.id, now - lease, now)
+        return repo.recover_stale(conn, row.id, wall - lease, wall)
 
 
 def dispatch(
@@ -624,18 +639,21 @@ def dispatch(
         with conn.begin():
             row = stores_repo.get(conn, store)
             settings = arbiter_settings(conn, row.id)
-            claimed = repo.claim_messages(conn, row.id, me, now, limit)
+            claimed = repo.claim_messages(conn, row.id, me, now, limit, lease_at=now_micros())
             cids = [int(m["customer_id"]) for m in claimed]
             contacts = repo.contact_facts(conn, row.id, cids, now) if claimed else {}
             slots = repo.last_marketing_many(
                 conn, row.id, [(int(m["customer_id"]), str(m["channel"])) for m in claimed]
             )
+            rivals = repo.outranking(conn, row.id, claimed, now) if claimed else {}
         if not claimed:
             return out
         decided = []
         for m in claimed:
             cid, channel = int(m["customer_id"]), str(m["channel"])
             candidate = _candidate(m, contacts.get(cid, {}), slots.get((cid, channel)))
+            if int(m["id"]) in rivals:
+                candidate = replace(candidate, outranked_by=rivals[int(m["id"])])
             decided.append((m, candidate, decide(candidate, settings, now)))
         to_send = [m for m, _, d in decided if d.action == "send"]
         built = build(to_send, contacts) if to_send else {}
@@ -717,6 +735,15 @@ class _Sender:
         self.conn, self.store_id, self.settings = conn, store_id, settings
         self.now, self.me, self.channels, self.out = now, me, channels, out
         self.pending: _Outcome | None = None
+        self.renewed = now_micros()
+
+    def _renew(self) -> None:
+        """Keep this worker's remaining claims fresh (inside the open transaction) when a
+        slow batch has used a third of the lease, so no other worker recovers them."""
+        wall = now_micros()
+        if wall - self.renewed > LEASE // 3:
+            repo.renew_claims(self.conn, self.store_id, self.me, wall)
+            self.renewed = wall
 
     def _write_pending(self) -> _Outcome | None:
         done = self.pending
@@ -767,7 +794,8 @@ class _Sender:
                     decision = Decision("defer", "frequency cap: queued", now + HOUR)
             else:  # still ours (the row is locked, or writers are serialised): sending
                 sending = repo.set_message(conn, oid, expect="claimed", worker=me, now=now,
-                                           status="sending", claimed_at=now)  # fmt: skip
+                                           status="sending", claimed_at=now_micros())  # fmt: skip
+                self._renew()
             if decision is not None:
                 _settle(conn, oid, me, now, decision, out)
         self._count(done)
@@ -891,7 +919,7 @@ def run_until(
     start = min((c for c in cursors if c is not None), default=until)
     summary = RunSummary(started_at=start, until=until)
     worker = f"sim-{uuid.uuid4().hex[:8]}"
-    recover(engine, store, start + 1, lease=0)  # a crashed earlier run: its claims
+    recover(engine, store, lease=0)  # a crashed earlier run: its claims
     t, horizon = start, start
     while t < until:
         t = min(until, t + step)

@@ -971,7 +971,7 @@ def redeem_reward(
                     hint="choose another reward",
                 )
             if reward.kind == "store_credit":  # onto the credit account, no code needed
-                credit = _grant_credit_in(
+                credit = grant_credit_in(
                     conn, row, customer_id, reward.value, key=f"reward-credit:{key}", system=True,
                     reason=f"reward {reward.id}", actor=actor, at=at,
                 )  # fmt: skip
@@ -1214,7 +1214,7 @@ def grant_credit(
     at = now_micros() if now is None else now
     with engine.begin() as conn:
         row = _store(conn, store)
-        return _grant_credit_in(
+        return grant_credit_in(
             conn,
             row,
             customer_id,
@@ -1227,7 +1227,7 @@ def grant_credit(
         )
 
 
-def _grant_credit_in(
+def grant_credit_in(
     conn: Connection,
     row: stores_repo.Store,
     customer_id: int,
@@ -1239,6 +1239,9 @@ def _grant_credit_in(
     at: int,
     system: bool = False,
 ) -> LedgerResult:
+    """`grant_credit` inside the caller's transaction (a campaign step grants credit
+    atomically with the step that grants it); ``row`` is the store."""
+    _check_points(amount_minor)
     claim = _claim(
         conn, row.id, key=key, kind="credit", customer_id=customer_id, order_ref=None,
         reason=reason, actor=actor, now=at, system=system, payload={"customer": customer_id, "amount": amount_minor},

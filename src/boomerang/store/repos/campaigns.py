@@ -414,9 +414,10 @@ def insert_messages(conn: Connection, rows: Sequence[NewMessage]) -> int:
 
 
 def claim_messages(
-    conn: Connection, store_id: int, worker: str, now: int, limit: int
+    conn: Connection, store_id: int, worker: str, now: int, limit: int, *, lease_at: int
 ) -> list[dict[str, Any]]:
-    """Take up to ``limit`` ready messages for ``worker`` (highest priority first)."""
+    """Take up to ``limit`` ready messages for ``worker`` (highest priority first); the
+    claim's lease is stamped ``lease_at`` (wall clock), ``now`` may be simulated."""
     pick = (
         select(outbox.c.id)
         .where(
@@ -435,7 +436,7 @@ def claim_messages(
     conn.execute(
         update(outbox)
         .where(outbox.c.id.in_(ids), outbox.c.status == "queued")
-        .values(status="claimed", claimed_by=worker, claimed_at=now, updated_at=now)
+        .values(status="claimed", claimed_by=worker, claimed_at=lease_at, updated_at=now)
     )
     rows = conn.execute(
         select(outbox)
@@ -487,6 +488,18 @@ _HOLDS = select(outbox.c.id).where(
     outbox.c.claimed_by == bindparam("p_worker"),
 )
 _HOLDS_PG = _HOLDS.with_for_update(key_share=True)
+
+
+def renew_claims(conn: Connection, store_id: int, worker: str, lease_at: int) -> None:
+    conn.execute(
+        update(outbox)
+        .where(
+            outbox.c.store_id == store_id,
+            outbox.c.status == "claimed",
+            outbox.c.claimed_by == worker,
+        )
+        .values(claimed_at=lease_at)
+    )
 
 
 def recover_stale(conn: Connection, store_id: int, before: int, now: int) -> tuple[int, int]:
@@ -600,6 +613,37 @@ def last_marketing_many(
             key = (int(cid), str(channel))
             if at is not None and key in wanted:
                 out[key] = int(at)
+    return out
+
+
+def outranking(
+    conn: Connection, store_id: int, claimed: Sequence[dict[str, Any]], now: int
+) -> dict[int, int]:
+    """Claimed message id -> the highest priority of another ready marketing message for
+    the same customer and channel that is queued or held by another claim, where that
+    priority is higher: the capped slot should go to that one, whichever worker has it."""
+    mine = {int(m["id"]) for m in claimed}
+    best: dict[tuple[int, str], int] = {}
+    for part in _chunks(sorted({int(m["customer_id"]) for m in claimed})):
+        rows = conn.execute(
+            select(outbox.c.id, outbox.c.customer_id, outbox.c.channel, outbox.c.priority).where(
+                outbox.c.store_id == store_id,
+                outbox.c.customer_id.in_(part),
+                outbox.c.status.in_(("queued", "claimed", "sending")),
+                outbox.c.not_before <= now,
+                outbox.c.transactional == 0,
+                outbox.c.holdout == 0,
+            )
+        )
+        for oid, cid, channel, priority in rows:
+            if int(oid) not in mine:
+                key = (int(cid), str(channel))
+                best[key] = max(best.get(key, -1), int(priority))
+    out: dict[int, int] = {}
+    for m in claimed:
+        rival = best.get((int(m["customer_id"]), str(m["channel"])))
+        if rival is not None and rival > int(m["priority"]):
+            out[int(m["id"])] = rival
     return out
 
 
