@@ -738,11 +738,12 @@ class _Sender:
         self.renewed = now_micros()
 
     def _renew(self) -> None:
-        """Keep this worker's remaining claims fresh (inside the open transaction) when a
-        slow batch has used a third of the lease, so no other worker recovers them."""
+        """Keep this worker's remaining claims fresh when a slow batch has used a third of
+        the lease, so no other worker recovers them."""
         wall = now_micros()
         if wall - self.renewed > LEASE // 3:
-            repo.renew_claims(self.conn, self.store_id, self.me, wall)
+            with self.conn.begin():
+                repo.renew_claims(self.conn, self.store_id, self.me, wall)
             self.renewed = wall
 
     def _write_pending(self) -> _Outcome | None:
@@ -768,38 +769,30 @@ class _Sender:
     def send(self, m: dict[str, Any], candidate: Candidate, message: Message) -> None:
         conn, now, me, out = self.conn, self.now, self.me, self.out
         oid, channel, cid = int(m["id"]), str(m["channel"]), int(m["customer_id"])
-        store_id, settings = self.store_id, self.settings
-        decision: Decision | None = None
-        sending = False
-        with conn.begin():
-            done = self._write_pending()
-            if (
-                not candidate.transactional
-                and channel != "webhook"
-                and repo.consent_now(conn, store_id, cid, channel) != "granted"
-            ):  # withdrawn since the decision: the unsubscribe wins
-                decision = Decision("skip", f"no {channel} marketing consent (withdrawn)")
-            elif not repo.holds_claim(conn, oid, me):
-                pass  # recovered from under us: its new owner sends it (and takes the slot)
-            elif (
-                not candidate.transactional
-                and not m["attempts"]
-                and not repo.take_slot(
-                    conn, store_id, cid, channel, now, settings.cap_micros(channel)
-                )
-            ):  # another worker took the slot since we looked: decide again
-                taken = repo.last_marketing(conn, store_id, cid, channel)
-                decision = decide(replace(candidate, last_marketing_at=taken), settings, now)
+        marketing = not candidate.transactional
+        done = self.pending
+        check = repo.start_delivery(conn, repo.DeliveryStart(
+            self.store_id, oid, me, cid, channel,
+            check_consent=marketing and channel != "webhook",
+            take_slot=marketing and not m["attempts"], cap=self.settings.cap_micros(channel),
+            now=now, lease_at=now_micros(),
+        ), None if done is None else (done.oid, done.values))  # fmt: skip
+        self._count(done)
+        if not check.consent_ok:  # withdrawn since the decision: the unsubscribe wins
+            with conn.begin():
+                _settle(conn, oid, me, now,
+                        Decision("skip", f"no {channel} marketing consent (withdrawn)"), out)  # fmt: skip
+        elif not check.held:
+            pass  # recovered from under us: its new owner sends it (and takes the slot)
+        elif not check.slot:  # another worker took the slot since we looked: decide again
+            with conn.begin():
+                taken = repo.last_marketing(conn, self.store_id, cid, channel)
+                decision = decide(replace(candidate, last_marketing_at=taken), self.settings, now)
                 if decision.action == "send":  # pragma: no cover - the slot was just refused
                     decision = Decision("defer", "frequency cap: queued", now + HOUR)
-            else:  # still ours (the row is locked, or writers are serialised): sending
-                sending = repo.set_message(conn, oid, expect="claimed", worker=me, now=now,
-                                           status="sending", claimed_at=now_micros())  # fmt: skip
-                self._renew()
-            if decision is not None:
                 _settle(conn, oid, me, now, decision, out)
-        self._count(done)
-        if sending:
+        if check.marked:
+            self._renew()
             self.pending = _deliver(m, message, now, self.channels)
 
 

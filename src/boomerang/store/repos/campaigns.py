@@ -728,6 +728,148 @@ _SLOT_UPDATE = (
 )
 
 
+class DeliveryStart(NamedTuple):
+    """A claimed message about to be handed to its channel, and what must hold first."""
+
+    store_id: int
+    outbox_id: int
+    worker: str
+    customer_id: int
+    channel: str
+    check_consent: bool  # marketing: the channel's latest consent must be `granted`
+    take_slot: bool  # marketing, first attempt: take the capped slot
+    cap: int | None
+    now: int
+    lease_at: int  # wall clock, for the lease
+
+
+class DeliveryCheck(NamedTuple):
+    """What `start_delivery` found: marked ``sending`` only if all held."""
+
+    consent_ok: bool
+    held: bool  # the worker still held its claim
+    slot: bool  # the capped slot was taken (or none was needed)
+    marked: bool
+
+
+#: Outcome columns a finished delivery may write (`start_delivery`'s ``pending``).
+OUTCOME_COLUMNS = frozenset(
+    {"status", "sent_at", "provider_id", "attempts", "not_before", "claimed_by", "claimed_at",
+     "reason"}
+)  # fmt: skip
+
+
+def start_delivery(
+    conn: Connection, start: DeliveryStart, pending: tuple[int, dict[str, Any]] | None
+) -> DeliveryCheck:
+    """One committed transaction: record the outcome of the worker's previous delivery
+    (``pending``: its id and columns, moved on from ``sending``), then re-read the consent
+    under a share lock on the customer (an unsubscribe takes it exclusively), check the
+    claim is still the worker's, take the capped slot and mark the message ``sending``.
+
+    The caller must not be in a transaction. On PostgreSQL this is one round trip (a
+    pipeline: the lock, then one statement whose snapshot sees every consent committed
+    before the lock was granted, then the commit); on SQLite the statements in turn
+    under BEGIN IMMEDIATE."""
+    if conn.dialect.name == "postgresql":
+        return _start_delivery_pg(conn, start, pending)
+    with conn.begin():
+        if pending is not None:
+            set_message(conn, pending[0], expect="sending", worker=start.worker, now=start.now,
+                        **pending[1])  # fmt: skip
+        if start.check_consent and (
+            consent_now(conn, start.store_id, start.customer_id, start.channel) != "granted"
+        ):
+            return DeliveryCheck(False, False, False, False)
+        if not holds_claim(conn, start.outbox_id, start.worker):
+            return DeliveryCheck(True, False, False, False)
+        if start.take_slot and not take_slot(
+            conn, start.store_id, start.customer_id, start.channel, start.now, start.cap
+        ):
+            return DeliveryCheck(True, True, False, False)
+        marked = set_message(conn, start.outbox_id, expect="claimed", worker=start.worker,
+                             now=start.now, status="sending", claimed_at=start.lease_at)  # fmt: skip
+        return DeliveryCheck(True, True, True, marked)
+
+
+_PG_CUSTOMER_SHARE = (
+    "SELECT id FROM customers WHERE store_id = %(store)s AND id = %(customer)s FOR SHARE"
+)
+_PG_START = """
+WITH held AS (
+    SELECT id FROM outbox
+    WHERE id = %(oid)s AND status = 'claimed' AND claimed_by = %(worker)s
+    FOR NO KEY UPDATE
+), consent AS (
+    SELECT status FROM consents
+    WHERE store_id = %(store)s AND customer_id = %(customer)s AND channel = %(channel)s
+    ORDER BY occurred_at DESC, id DESC LIMIT 1
+), ok AS (
+    SELECT NOT %(check)s OR coalesce((SELECT status FROM consent) = 'granted', false) AS yes
+), allowed AS (
+    SELECT held.id FROM held, ok WHERE ok.yes
+), slot AS (
+    INSERT INTO contact_slots (store_id, customer_id, channel, last_marketing_at)
+    SELECT %(store)s, %(customer)s, %(channel)s, %(now)s FROM allowed WHERE %(take)s
+    ON CONFLICT (store_id, customer_id, channel) DO UPDATE
+        SET last_marketing_at = excluded.last_marketing_at
+        WHERE contact_slots.last_marketing_at IS NULL
+           OR contact_slots.last_marketing_at <= %(limit)s
+    RETURNING 1
+), marked AS (
+    UPDATE outbox SET status = 'sending', claimed_at = %(lease)s, updated_at = %(now)s
+    FROM allowed
+    WHERE outbox.id = allowed.id AND (NOT %(take)s OR EXISTS (SELECT 1 FROM slot))
+    RETURNING outbox.id
+)
+SELECT (SELECT yes FROM ok), EXISTS (SELECT 1 FROM held), EXISTS (SELECT 1 FROM slot),
+       EXISTS (SELECT 1 FROM marked)
+"""
+
+
+def _pg_outcome(values: dict[str, Any]) -> str:
+    unknown = set(values) - OUTCOME_COLUMNS
+    if unknown:  # column names go into the SQL text: only known ones
+        raise ValueError(f"not an outcome column: {sorted(unknown)}")
+    sets = ", ".join(f"{name} = %(v_{name})s" for name in sorted(values))
+    return (
+        f"UPDATE outbox SET {sets}, updated_at = %(now)s "
+        "WHERE id = %(id)s AND status = 'sending' AND claimed_by = %(worker)s"
+    )
+
+
+def _start_delivery_pg(
+    conn: Connection, start: DeliveryStart, pending: tuple[int, dict[str, Any]] | None
+) -> DeliveryCheck:
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    params = {
+        "store": start.store_id, "customer": start.customer_id, "channel": start.channel,
+        "oid": start.outbox_id, "worker": start.worker, "check": start.check_consent,
+        "take": start.take_slot, "now": start.now, "lease": start.lease_at,
+        "limit": start.now if start.cap is None else start.now - start.cap,
+    }  # fmt: skip
+    try:
+        with raw.pipeline():
+            if pending is not None:
+                values = {f"v_{k}": v for k, v in pending[1].items()}
+                raw.execute(_pg_outcome(pending[1]), {**values, "id": pending[0],
+                            "worker": start.worker, "now": start.now})  # fmt: skip
+            if start.check_consent:
+                raw.execute(_PG_CUSTOMER_SHARE, params)
+            found = raw.execute(_PG_START, params)
+            raw.commit()
+    except BaseException:
+        raw.rollback()
+        raise
+    row = found.fetchone()
+    assert row is not None
+    consent_ok, held, slot, marked = (bool(v) for v in row)
+    if not consent_ok:
+        return DeliveryCheck(False, False, False, False)
+    return DeliveryCheck(True, held, slot or not start.take_slot, marked)
+
+
 # -- staff tasks and profile updates ---------------------------------------------------------
 
 
