@@ -286,5 +286,9 @@ def _wait_until(step: Wait, at: int, facts: Facts, out: Advance) -> int:
 def _message_context(context: dict[str, Any]) -> dict[str, Any]:
     """What a message carries of its run (coupons issued and credits granted so far, chosen
     variants)."""
-    keep = ("coupons", "credits", "variants", "trigger")
-    return {k: context[k] for k in keep if k in context}
+    if context.keys() <= _CARRIED:  # all of it: the very same dict (never modified)
+        return context
+    return {k: context[k] for k in _CARRIED if k in context}
+
+
+_CARRIED = frozenset({"coupons", "credits", "variants", "trigger"})

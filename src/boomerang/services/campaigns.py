@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from sqlalchemy import Connection, Engine
 
@@ -469,7 +470,10 @@ class _Needs:
 
 
 _NO_FACTS = Facts()
-_ENCODE_RUN = json.JSONEncoder(sort_keys=True).encode
+
+
+def _encode_run(context: dict[str, Any]) -> str:
+    return orjson.dumps(context, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _advance_batch(
@@ -509,7 +513,7 @@ def _advance_batch(
     effects = _StepEffects(conn, store)
     changes: list[repo.RunChange] = []
     messages: list[repo.NewMessage] = []
-    loads, dumps, change = json.loads, _ENCODE_RUN, repo.RunChange
+    loads, dumps, change = orjson.loads, _encode_run, repo.RunChange
     done = exited = 0
     for rid, fid, cid, step_id, due_at, entered_at, holdout, version, text in claimed:
         flow, need = flows[fid], needs[fid]
@@ -534,7 +538,7 @@ def _advance_batch(
             expires = run.context.get("trigger", {}).get("expires_at")
             for m in result.outgoing:
                 # A message that carries the run's whole context, unchanged, carries its text.
-                same = _same_context(m.context, run.context)
+                same = m.context is run.context or _same_context(m.context, run.context)
                 messages.append(
                     _outbox_row(store.id, fid, flow, run, m, expires, now, text if same else None)
                 )
