@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from boomerang.cli.common import DbOption, StoreOption, console, resolve
-from boomerang.services import customer_profiles
 
 app = typer.Typer(help="Inspect customer profiles.", no_args_is_help=True)
 
@@ -22,6 +21,8 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show a customer's identity, consents and lifetime order aggregates."""
+    from boomerang.services import customer_profiles
+
     path, store_name = resolve(db, store)
     profile = customer_profiles.get_profile(path, store_name, customer)
     if as_json:

@@ -14,7 +14,6 @@ from boomerang.cli.common import DbOption, StoreOption, console, resolve
 from boomerang.cli.segments import moment
 from boomerang.domain.clock import from_micros
 from boomerang.errors import InputError
-from boomerang.segments.model import parse_window
 
 if TYPE_CHECKING:
     from boomerang.services.campaigns import RunSummary
@@ -109,6 +108,7 @@ def run_command(
     store: StoreOption = None,
 ) -> None:
     """Run the flows over simulated time (demos, tests): messages go to files in --out."""
+    from boomerang.segments.model import parse_window
     from boomerang.services import campaign_runtime
 
     db_url, store_name = resolve(db, store)

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from boomerang.cli.common import DbOption, StoreOption, console, err_console, resolve
 from boomerang.errors import ImportRejectedError
-from boomerang.ingest.kinds import IMPORT_KINDS
+from boomerang.ingest.kinds import IMPORT_KINDS, check_kind
 
 if TYPE_CHECKING:
     from boomerang.services.imports import ImportSummary
@@ -53,6 +52,9 @@ def import_file(
     ] = "UTC",
 ) -> None:
     """Import a store export; re-running the same file changes nothing."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    check_kind(kind)  # before the readers load (polars, pyarrow): a typo fails at once
     from boomerang.services.imports import run_import
 
     path, store_name = resolve(db, store)

@@ -11,17 +11,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy import Engine
 
 from boomerang.cli.common import DbOption, StoreOption, console, resolve
 from boomerang.cli.metrics import parse_day
 from boomerang.cli.segments import moment
 from boomerang.domain.clock import from_micros
 from boomerang.domain.money import Money, currency_exponent
-from boomerang.services import loyalty as service
-from boomerang.services.context import open_engine
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from boomerang.services import loyalty_simulator
 
 app = typer.Typer(
@@ -44,6 +43,8 @@ AtOption = Annotated[
 @contextmanager
 def _session(db: str | None, store: str | None) -> Iterator[tuple[Engine, str]]:
     """The --db/--store engine for one command, disposed afterwards."""
+    from boomerang.services.context import open_engine
+
     db_url, store_name = resolve(db, store)
     engine = open_engine(db_url)
     try:
@@ -59,6 +60,8 @@ def _print(result: object) -> None:
 @app.command("balance")
 def balance_command(customer: CustomerArg, db: DbOption = None, store: StoreOption = None) -> None:
     """A customer's points balance and the lots it is made of (with their expiry)."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(service.balance(engine, store_name, cid))
@@ -79,6 +82,8 @@ def earn_command(
     store: StoreOption = None,
 ) -> None:
     """Give a customer points (a new lot)."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(
@@ -101,6 +106,8 @@ def redeem_command(
     store: StoreOption = None,
 ) -> None:
     """Spend a customer's points (soonest-expiring first); never below zero."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(
@@ -125,6 +132,8 @@ def adjust_command(
     store: StoreOption = None,
 ) -> None:
     """Correct a balance by hand (the reason and actor are audited)."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(
@@ -147,6 +156,8 @@ def expire_command(
     """The daily job: release pending points past the return window, expire lots past
     their date (and idle balances when the program says so), birthday points,
     expiring-soon events. Idempotent; safe as concurrent copies."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         now = moment(at, "--at")
         result = service.expire(engine, store_name, now=now)
@@ -186,6 +197,8 @@ def issue_command(
     store: StoreOption = None,
 ) -> None:
     """Issue a coupon code (12 random Crockford base32 characters: 60 bits)."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer) if customer else None
         coupon = service.issue_coupon(
@@ -203,6 +216,8 @@ def validate_command(
     store: StoreOption = None,
 ) -> None:
     """Check a code can be used now (nothing is consumed)."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer) if customer else None
         _print(service.validate_coupon(engine, store_name, code, customer_id=cid))
@@ -218,6 +233,8 @@ def consume_command(
     store: StoreOption = None,
 ) -> None:
     """Use a code once (per key); limits hold under any number of concurrent checkouts."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer) if customer else None
         _print(
@@ -236,6 +253,8 @@ app.add_typer(program_app, name="program")
 @program_app.command("show")
 def program_show(db: DbOption = None, store: StoreOption = None) -> None:
     """The stored program (defaults filled in) and the program accounts' totals."""
+    from boomerang.services import loyalty as service
+
     db_url, store_name = resolve(db, store)
     _print(service.show_program(db_url, store_name))
 
@@ -247,6 +266,8 @@ def program_set(
     store: StoreOption = None,
 ) -> None:
     """Validate a program file and store it (nothing changes when it is invalid)."""
+    from boomerang.services import loyalty as service
+
     db_url, store_name = resolve(db, store)
     _, version = service.set_program(db_url, store_name, file)
     console.print(f"program stored (version {version})")
@@ -260,6 +281,8 @@ def award_command(
     store: StoreOption = None,
 ) -> None:
     """Points for an order as it stands (refunds claw back pro-rata, cancellation all)."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         result = service.award_order(engine, store_name, order, now=moment(at, "--at"))
     _print(result if result is not None else {"note": "guest order: no account to credit"})
@@ -276,6 +299,8 @@ def action_command(
     store: StoreOption = None,
 ) -> None:
     """Points for an action the program rewards (once per key)."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         result = service.earn_action(engine, store_name, cid, action, key=key)
@@ -291,6 +316,8 @@ def reward_command(
     store: StoreOption = None,
 ) -> None:
     """Redeem a catalogue reward: spend its points and get its coupon code."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(service.redeem_reward(engine, store_name, cid, reward, key=key))
@@ -304,6 +331,8 @@ def tier_command(
     store: StoreOption = None,
 ) -> None:
     """Re-evaluate a customer's tier (up at once, down only at the review date)."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(service.evaluate_tier(engine, store_name, cid, now=moment(at, "--at")))
@@ -320,6 +349,8 @@ def credit_command(
     store: StoreOption = None,
 ) -> None:
     """Give store credit (on the same ledger as points)."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(
@@ -339,6 +370,8 @@ def spend_credit_command(
     store: StoreOption = None,
 ) -> None:
     """Use store credit; never below zero."""
+    from boomerang.services import loyalty as service
+
     with _session(db, store) as (engine, store_name):
         cid = service.resolve_customer(engine, store_name, customer)
         _print(service.spend_credit(engine, store_name, cid, amount, key=key, order_ref=order))

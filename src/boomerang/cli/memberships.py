@@ -17,8 +17,6 @@ from boomerang.cli.loyalty import AtOption, CustomerArg, KeyOption, _session
 from boomerang.cli.segments import moment
 from boomerang.domain.clock import from_micros
 from boomerang.domain.money import currency_exponent
-from boomerang.services import loyalty as loyalty_service
-from boomerang.services import memberships as service
 
 app = typer.Typer(
     help="Paid memberships: plans, subscribe, pay, cancel, the lifecycle job, statements.",
@@ -43,6 +41,8 @@ def _print(result: object) -> None:
 @plans_app.callback(invoke_without_command=True)
 def plans_default(ctx: typer.Context, db: DbOption = None, store: StoreOption = None) -> None:
     """The store's plans (as `plans show`)."""
+    from boomerang.services import memberships as service
+
     if ctx.invoked_subcommand is None:
         with _session(db, store) as (engine, store_name):
             _print(service.plans(engine, store_name))
@@ -51,6 +51,8 @@ def plans_default(ctx: typer.Context, db: DbOption = None, store: StoreOption = 
 @plans_app.command("show")
 def plans_show(db: DbOption = None, store: StoreOption = None) -> None:
     """Every plan: fee, interval, trial, grace, benefits; inactive ones are flagged."""
+    from boomerang.services import memberships as service
+
     with _session(db, store) as (engine, store_name):
         _print(service.plans(engine, store_name))
 
@@ -63,6 +65,8 @@ def plans_set(
 ) -> None:
     """Validate a plans file and store it: upsert by key; plans left out become inactive.
     Nothing changes when the file is invalid."""
+    from boomerang.services import memberships as service
+
     db_url, store_name = resolve(db, store)
     _print(service.set_plans(db_url, store_name, file))
 
@@ -78,6 +82,9 @@ def subscribe_command(
 ) -> None:
     """Start a membership: the plan's free trial (first membership only), else the first
     period, paid."""
+    from boomerang.services import loyalty as loyalty_service
+    from boomerang.services import memberships as service
+
     with _session(db, store) as (engine, store_name):
         cid = loyalty_service.resolve_customer(engine, store_name, customer)
         _print(service.subscribe(engine, store_name, cid, plan, key=key, now=moment(at, "--at")))
@@ -99,6 +106,9 @@ def pay_command(
     store: StoreOption = None,
 ) -> None:
     """Record the payment processor's notice for the next period due."""
+    from boomerang.services import loyalty as loyalty_service
+    from boomerang.services import memberships as service
+
     with _session(db, store) as (engine, store_name):
         cid = loyalty_service.resolve_customer(engine, store_name, customer)
         _print(
@@ -121,6 +131,9 @@ def cancel_command(
     store: StoreOption = None,
 ) -> None:
     """Cancel the customer's membership (by default at the end of the paid period or trial)."""
+    from boomerang.services import loyalty as loyalty_service
+    from boomerang.services import memberships as service
+
     with _session(db, store) as (engine, store_name):
         cid = loyalty_service.resolve_customer(engine, store_name, customer)
         _print(
@@ -133,6 +146,9 @@ def status_command(
     customer: CustomerArg, at: AtOption = None, db: DbOption = None, store: StoreOption = None
 ) -> None:
     """The customer's membership, its history and payments, and the benefits in force."""
+    from boomerang.services import loyalty as loyalty_service
+    from boomerang.services import memberships as service
+
     with _session(db, store) as (engine, store_name):
         cid = loyalty_service.resolve_customer(engine, store_name, customer)
         _print(service.status(engine, store_name, cid, now=moment(at, "--at")))
@@ -148,6 +164,9 @@ def statement_command(
     store: StoreOption = None,
 ) -> None:
     """The savings statement: "you saved $X this year", order by order, net of fees."""
+    from boomerang.services import loyalty as loyalty_service
+    from boomerang.services import memberships as service
+
     with _session(db, store) as (engine, store_name):
         cid = loyalty_service.resolve_customer(engine, store_name, customer)
         result = service.statement(
@@ -168,6 +187,8 @@ def statement_command(
 def tick_command(at: AtOption = None, db: DbOption = None, store: StoreOption = None) -> None:
     """The lifecycle job: notices, renewals, past due, expiry, renewal bonus points.
     Idempotent; safe as concurrent copies."""
+    from boomerang.services import memberships as service
+
     with _session(db, store) as (engine, store_name):
         _print(service.tick(engine, store_name, now=moment(at, "--at")))
 
@@ -181,6 +202,8 @@ def report_command(
     store: StoreOption = None,
 ) -> None:
     """Members per plan, membership revenue per month, retention of members vs others."""
+    from boomerang.services import memberships as service
+
     db_url, store_name = resolve(db, store)
     report = service.membership_report(db_url, store_name, as_of=moment(as_of, "--as-of"))
     out = asdict(report)

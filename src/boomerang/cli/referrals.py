@@ -14,8 +14,6 @@ from boomerang.cli.loyalty import ActorOption, AtOption, CustomerArg, KeyOption,
 from boomerang.cli.segments import moment
 from boomerang.domain.clock import from_micros
 from boomerang.errors import InputError
-from boomerang.services import referrals as service
-from boomerang.services.loyalty import resolve_customer
 
 app = typer.Typer(
     help="Two-sided referrals: codes and share links, sign-ups, rewards, fraud review, funnel.",
@@ -78,6 +76,9 @@ def code_command(
     store: StoreOption = None,
 ) -> None:
     """A customer's referral code (made on first use), share link and share texts."""
+    from boomerang.services import referrals as service
+    from boomerang.services.loyalty import resolve_customer
+
     with _session(db, store) as (engine, store_name):
         cid = resolve_customer(engine, store_name, customer)
         _print(service.referral_code(engine, store_name, cid, now=moment(at, "--at")))
@@ -96,6 +97,9 @@ def signals_command(
     store: StoreOption = None,
 ) -> None:
     """Record identity signals seen for a customer (only hashes are kept)."""
+    from boomerang.services import referrals as service
+    from boomerang.services.loyalty import resolve_customer
+
     with _session(db, store) as (engine, store_name):
         cid = resolve_customer(engine, store_name, customer)
         n = service.record_signals(
@@ -117,6 +121,9 @@ def share_command(
     store: StoreOption = None,
 ) -> None:
     """Count a share of the customer's link (once per key)."""
+    from boomerang.services import referrals as service
+    from boomerang.services.loyalty import resolve_customer
+
     with _session(db, store) as (engine, store_name):
         cid = resolve_customer(engine, store_name, customer)
         _print(
@@ -133,6 +140,8 @@ def click_command(
     store: StoreOption = None,
 ) -> None:
     """Count a click on a share link (once per key, e.g. visitor and day)."""
+    from boomerang.services import referrals as service
+
     with _session(db, store) as (engine, store_name):
         _print(service.record_click(engine, store_name, code, key=key, now=moment(at, "--at")))
 
@@ -151,6 +160,9 @@ def signup_command(
     store: StoreOption = None,
 ) -> None:
     """A friend signed up with a code: the referral, checked for self-referral."""
+    from boomerang.services import referrals as service
+    from boomerang.services.loyalty import resolve_customer
+
     with _session(db, store) as (engine, store_name):
         cid = resolve_customer(engine, store_name, friend)
         _print(
@@ -175,6 +187,9 @@ def order_command(
     store: StoreOption = None,
 ) -> None:
     """A referred friend's order arrived: the first qualifying one starts the refund window."""
+    from boomerang.services import referrals as service
+    from boomerang.services.loyalty import resolve_customer
+
     with _session(db, store) as (engine, store_name):
         cid = resolve_customer(engine, store_name, friend)
         result = service.friend_order(
@@ -188,6 +203,8 @@ def order_command(
 def release_command(at: AtOption = None, db: DbOption = None, store: StoreOption = None) -> None:
     """The daily job: pay referrals whose refund window has passed (void refunded ones).
     Idempotent; safe as concurrent copies."""
+    from boomerang.services import referrals as service
+
     with _session(db, store) as (engine, store_name):
         result = service.release_due(engine, store_name, now=moment(at, "--at"))
     console.print(
@@ -199,6 +216,9 @@ def release_command(at: AtOption = None, db: DbOption = None, store: StoreOption
 @app.command("status")
 def status_command(customer: CustomerArg, db: DbOption = None, store: StoreOption = None) -> None:
     """A customer's code, link, share texts, referrals and rewards earned."""
+    from boomerang.services import referrals as service
+    from boomerang.services.loyalty import resolve_customer
+
     with _session(db, store) as (engine, store_name):
         cid = resolve_customer(engine, store_name, customer)
         _print(service.status(engine, store_name, cid))
@@ -216,6 +236,8 @@ def review_command(
     store: StoreOption = None,
 ) -> None:
     """Referrals held for review (with their reasons), or decide one."""
+    from boomerang.services import referrals as service
+
     if referral_id is not None and approve == reject:
         raise InputError("pass exactly one of --approve and --reject", hint="e.g. --approve")
     if referral_id is None and (approve or reject):
@@ -240,6 +262,8 @@ def funnel_command(
     store: StoreOption = None,
 ) -> None:
     """Shares by channel, clicks, sign-ups and what became of them, rewards paid, rates."""
+    from boomerang.services import referrals as service
+
     with _session(db, store) as (engine, store_name):
         _print(
             service.funnel(

@@ -13,7 +13,6 @@ from rich.table import Table
 from boomerang.cli.common import DbOption, StoreOption, console, err_console, resolve
 from boomerang.domain.clock import from_micros, now_micros, to_micros
 from boomerang.errors import InputError
-from boomerang.segments.fields import all_fields
 
 if TYPE_CHECKING:
     pass
@@ -220,6 +219,8 @@ def export_command(
 @app.command("fields")
 def fields_command() -> None:
     """List every field a rule can test, with its type and options."""
+    from boomerang.segments.fields import all_fields
+
     table = Table("field", "type", "window", "options", "meaning")
     for spec in all_fields().values():
         table.add_row(

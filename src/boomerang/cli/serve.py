@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from boomerang.cli.common import DbOption, StoreOption, console, resolve
-from boomerang.services import campaign_web
-from boomerang.services.context import open_engine
 
 # The app lives in the api face; faces do not import each other, so uvicorn loads it by
 # name (the same factory works with `uvicorn --factory` and several workers).
@@ -25,6 +23,9 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="TCP port to listen on.")] = 8080,
 ) -> None:
     """Serve unsubscribe (RFC 8058 one-click), preference centre, open pixel and click links."""
+    from boomerang.services import campaign_web
+    from boomerang.services.context import open_engine
+
     db_url, store_name = resolve(db, store)
     engine = open_engine(db_url)  # fail on a bad database or store before uvicorn starts
     try:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from rich.table import Table
 
 from boomerang.cli.common import DbOption, console, resolve
-from boomerang.services import admin
 
 
 def list_stores(db: DbOption = None) -> None:
     """List the stores in the database with their customer and order counts."""
+    from boomerang.services import admin
+
     path, _ = resolve(db, None)
     table = Table("store", "currency", "customers", "orders", "events")
     for row in admin.store_overview(path):

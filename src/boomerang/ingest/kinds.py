@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from boomerang.errors import InputError
+
 IMPORT_KINDS = (
     "csv",
     "events",
@@ -10,3 +12,12 @@ IMPORT_KINDS = (
     "shopify-orders",
     "woocommerce-orders",
 )
+
+
+def check_kind(kind: str) -> None:
+    """`InputError` naming the layouts when ``kind`` is none of them (the CLI checks this
+    before importing the readers, so a typo fails at once)."""
+    if kind not in IMPORT_KINDS:
+        raise InputError(
+            f"unknown import kind {kind!r}", hint=f"use one of: {', '.join(sorted(IMPORT_KINDS))}"
+        )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from boomerang.errors import InputError
 from boomerang.ingest import (
     events,
     generic,
@@ -15,7 +14,7 @@ from boomerang.ingest import (
     woocommerce,
 )
 from boomerang.ingest.batch import ParsedBatch
-from boomerang.ingest.kinds import IMPORT_KINDS
+from boomerang.ingest.kinds import IMPORT_KINDS, check_kind
 from boomerang.ingest.options import ReadOptions
 
 Reader = Callable[[Path, ReadOptions], ParsedBatch]
@@ -32,9 +31,5 @@ assert set(READERS) == set(IMPORT_KINDS), "ingest/kinds.py must name every reade
 
 
 def reader_for(kind: str) -> Reader:
-    try:
-        return READERS[kind]
-    except KeyError:
-        raise InputError(
-            f"unknown import kind {kind!r}", hint=f"use one of: {', '.join(sorted(READERS))}"
-        ) from None
+    check_kind(kind)
+    return READERS[kind]

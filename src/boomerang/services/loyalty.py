@@ -13,9 +13,8 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from sqlalchemy import Connection, Engine
 
 from boomerang.domain.clock import MICROS_PER_DAY, from_micros, now_micros, to_micros
@@ -30,17 +29,14 @@ from boomerang.loyalty.ledger import (
     program_key,
     request_hash,
 )
-from boomerang.loyalty.program import (
-    Program,
-    action_points,
-    lot_expiry,
-    order_points,
-    parse_program,
-    tier_for,
-)
 from boomerang.services.context import open_engine
 from boomerang.store.repos import loyalty as repo
 from boomerang.store.repos import stores as stores_repo
+
+if TYPE_CHECKING:
+    # The program's pydantic models are imported by the calls that use a program: earn,
+    # redeem and the other plain ledger calls (a CLI process each) start without them.
+    from boomerang.loyalty.program import Program
 
 #: Crockford base32 (no I, L, O, U): 12 characters = 60 bits from `secrets`.
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -844,6 +840,10 @@ def resolve_customer(engine: Engine, store: str, ref: str) -> int:
 
 def set_program(db: str, store: str, path: Path) -> tuple[Program, int]:
     """Validate a program file and store it (a new version when it changed)."""
+    import yaml
+
+    from boomerang.loyalty.program import parse_program
+
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -864,11 +864,15 @@ def set_program(db: str, store: str, path: Path) -> tuple[Program, int]:
 
 
 def load_program(conn: Connection, store_id: int) -> Program:
+    from boomerang.loyalty.program import parse_program
+
     found = repo.get_program(conn, store_id)
     return parse_program(found[0] if found else {}, origin="stored program")
 
 
 def show_program(db: str, store: str) -> dict[str, Any]:
+    from boomerang.loyalty.program import parse_program
+
     engine = open_engine(db)
     try:
         with engine.connect() as conn:
@@ -891,6 +895,8 @@ def award_order(
 ) -> LedgerResult | None:
     """Points for an order as it stands now (placed, refunded, cancelled, re-completed):
     computed by the program's earn rules and applied with `sync_order`."""
+    from boomerang.loyalty.program import lot_expiry, order_points
+
     at = now_micros() if now is None else now
     with engine.connect() as conn:
         row = _store(conn, store)
@@ -921,6 +927,8 @@ def earn_action(
     engine: Engine, store: str, customer_id: int, action: str, *, key: str, now: int | None = None
 ) -> LedgerResult | None:
     """Points for an action (account created, review written, ...); None when worth 0."""
+    from boomerang.loyalty.program import action_points, lot_expiry
+
     at = now_micros() if now is None else now
     with engine.connect() as conn:
         program = load_program(conn, _store(conn, store).id)
@@ -1024,6 +1032,8 @@ def evaluate_tier(
     entry points, in the same transaction), down only at the review date (a year after
     the last change). The customer's points account is locked first, so concurrent
     evaluations of one customer take turns (one tier change, one event)."""
+    from boomerang.loyalty.program import lot_expiry, tier_for
+
     at = now_micros() if now is None else now
     with engine.begin() as conn:
         row = _store(conn, store)
@@ -1077,6 +1087,8 @@ def restore_redemptions(
     engine: Engine, store: str, order_ref: str, *, now: int | None = None
 ) -> int:
     """Give back the points redeemed on an order that was cancelled (once per redemption)."""
+    from boomerang.loyalty.program import lot_expiry
+
     at = now_micros() if now is None else now
     restored = 0
     with engine.connect() as conn:
@@ -1106,6 +1118,8 @@ def restore_redemptions(
 def birthday_points(engine: Engine, store: str, *, now: int | None = None) -> int:
     """The program's birthday points to every customer whose birthday is today (UTC), once
     a year (keyed by customer and year)."""
+    from boomerang.loyalty.program import lot_expiry
+
     at = now_micros() if now is None else now
     today = from_micros(at).date()
     with engine.connect() as conn:
@@ -1309,6 +1323,8 @@ def renewal_bonus(
     """The program's renewal-approaching bonus (as Chase gives before a card renews): once
     per renewal date, when it is at most `earn.renewal_days_before` days away. Memberships
     call it as their renewal nears."""
+    from boomerang.loyalty.program import lot_expiry
+
     at = now_micros() if now is None else now
     with engine.connect() as conn:
         program = load_program(conn, _store(conn, store).id)

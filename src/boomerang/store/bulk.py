@@ -84,7 +84,11 @@ def _connect(engine: Engine) -> tuple[Any, str]:
     import adbc_driver_postgresql.dbapi as adbc_pg
 
     plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return adbc_pg.connect(plain, autocommit=True), "postgresql"
+    # The driver's built-in type table: by default each connection first reads the
+    # server's whole catalog (pg_type, pg_attribute) to learn its types, ~50 ms a
+    # connection; the store's columns are all built-in types (no enums, composites, arrays).
+    options = {"adbc.postgresql.type_resolver_mode": "builtin"}
+    return adbc_pg.connect(plain, autocommit=True, db_kwargs=options), "postgresql"
 
 
 @contextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 
 from boomerang.domain.clock import now_micros
 from boomerang.errors import NotFoundError
@@ -32,8 +32,11 @@ def get_or_create(conn: Connection, name: str, currency: str) -> Store:
     return Store(row.id, row.name, row.currency, row.timezone)
 
 
+_BY_NAME = select(stores).where(stores.c.name == bindparam("name"))  # every ledger call: built once
+
+
 def get(conn: Connection, name: str) -> Store:
-    row = conn.execute(select(stores).where(stores.c.name == name)).first()
+    row = conn.execute(_BY_NAME, {"name": name}).first()
     if row is None:
         raise NotFoundError(
             f"no store named {name!r}", hint="list stores with `boomerang stores` or import first"
