@@ -278,17 +278,19 @@ def _toggle_and_restart(shop: Shop, rng: random.Random, t0: int) -> tuple[int, i
     toggles = kills = paused_points = 0
     paused = False
     t = t0
+    last = 0.3  # how long the last pass that was not killed ran (s)
     while toggles < TOGGLES or kills < RESTARTS:
         t += GRID
-        # A kill lands only if the pass is still running; a quick pass escapes it (seen
-        # on a quiet machine: 8 kills in 8 h of passes), so allow a day of passes.
+        # A kill lands only if the pass is still running, so it is timed inside the length
+        # of the last whole pass (a fixed 0.05-0.5 s missed most passes on a quiet machine).
         assert t < t0 + 24 * HOUR, (toggles, kills)
         paused_points += paused
         proc = start(sim_cycle, shop.db, STORE, f"sim-{t}", t)
         plan = [("toggle", rng.uniform(0.0, 0.4)) for _ in range(rng.choice((1, 2, 2, 3)))]
         if kills < RESTARTS:
-            plan.append(("kill", rng.uniform(0.05, 0.5)))
+            plan.append(("kill", rng.uniform(0.1, 0.7) * last))
         begun = time.monotonic()
+        killed = False
         for what, when in sorted(plan, key=lambda p: p[1]):
             time.sleep(max(0.0, begun + when - time.monotonic()))
             if what == "toggle" and toggles < TOGGLES:
@@ -297,10 +299,13 @@ def _toggle_and_restart(shop: Shop, rng: random.Random, t0: int) -> tuple[int, i
                 toggles += 1
             elif what == "kill" and kill(proc):
                 kills += 1
+                killed = True
                 campaigns.recover(shop.engine, STORE, lease=0)
                 proc = start(sim_cycle, shop.db, STORE, f"restart-{t}", t)
         proc.join(300)
         assert proc.exitcode == 0, proc.exitcode
+        if not killed:
+            last = time.monotonic() - begun
     return toggles, kills, paused_points, t
 
 
