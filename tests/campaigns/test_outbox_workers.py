@@ -175,7 +175,7 @@ def test_a_worker_that_lost_its_claim_takes_no_contact_slot(db: str, tmp_path: P
 
     Found as a bug (A took the slot before noticing it had lost the claim, and B then
     deferred the message 16 h although that customer had got nothing); fixed in the
-    working tree meanwhile (`repo.holds_claim` before `take_slot` in `_Sender.send`):
+    working tree meanwhile (the claim check before the slot in `repo.start_delivery`):
     this is its regression test."""
     now = now_micros()
     with smtp_sink(tmp_path / "sink.jsonl") as sink:

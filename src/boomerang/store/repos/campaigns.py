@@ -310,20 +310,28 @@ def contact_facts(
         for cid, channel, status in found:
             if int(cid) in out:
                 out[int(cid)]["consent"][str(channel)] = str(status)
-        live = conn.execute(
-            select(memberships.c.customer_id, func.max(memberships.c.period_end))
-            .where(
-                memberships.c.store_id == store_id,
-                memberships.c.customer_id.in_(part),
-                memberships.c.status.in_(("trial", "active")),
-                memberships.c.cancel_at_period_end == 0,
-            )
-            .group_by(memberships.c.customer_id)
-        )
-        for cid, end in live:
-            if int(cid) in out:
-                out[int(cid)]["renews_at"] = int(end)
+        _add_renewals(conn, store_id, part, out)
     return out
+
+
+def _add_renewals(
+    conn: Connection, store_id: int, part: Sequence[int], out: dict[int, dict[str, Any]]
+) -> None:
+    """``renews_at``: the end of each customer's live (trial or active, not cancelling)
+    membership, for the customers already in ``out``."""
+    live = conn.execute(
+        select(memberships.c.customer_id, func.max(memberships.c.period_end))
+        .where(
+            memberships.c.store_id == store_id,
+            memberships.c.customer_id.in_(part),
+            memberships.c.status.in_(("trial", "active")),
+            memberships.c.cancel_at_period_end == 0,
+        )
+        .group_by(memberships.c.customer_id)
+    )
+    for cid, end in live:
+        if int(cid) in out:
+            out[int(cid)]["renews_at"] = int(end)
 
 
 def run_contacts(
@@ -342,19 +350,7 @@ def run_contacts(
             out[int(cid)] = {"timezone": zone, "birthday": birthday, "renews_at": None}
         if not renewals:
             continue
-        live = conn.execute(
-            select(memberships.c.customer_id, func.max(memberships.c.period_end))
-            .where(
-                memberships.c.store_id == store_id,
-                memberships.c.customer_id.in_(part),
-                memberships.c.status.in_(("trial", "active")),
-                memberships.c.cancel_at_period_end == 0,
-            )
-            .group_by(memberships.c.customer_id)
-        )
-        for cid, end in live:
-            if int(cid) in out:
-                out[int(cid)]["renews_at"] = int(end)
+        _add_renewals(conn, store_id, part, out)
     return out
 
 
@@ -474,12 +470,10 @@ def set_message(
 _SET_MESSAGE: dict[tuple[bool, tuple[str, ...]], Any] = {}
 
 
-def holds_claim(conn: Connection, outbox_id: int, worker: str) -> bool:
-    """Whether ``worker`` still holds its claim on the message; on PostgreSQL the row stays
-    locked (``FOR NO KEY UPDATE``, which a message event's foreign key check does not wait
-    for) until the transaction ends, so recovery cannot take it meanwhile."""
-    stmt = _HOLDS_PG if conn.dialect.name == "postgresql" else _HOLDS
-    return conn.execute(stmt, {"p_id": outbox_id, "p_worker": worker}).first() is not None
+def _holds_claim(conn: Connection, outbox_id: int, worker: str) -> bool:
+    """Whether ``worker`` still holds its claim on the message (SQLite: writers are
+    serialised; PostgreSQL locks the row inside `_PG_START`)."""
+    return conn.execute(_HOLDS, {"p_id": outbox_id, "p_worker": worker}).first() is not None
 
 
 _HOLDS = select(outbox.c.id).where(
@@ -487,7 +481,6 @@ _HOLDS = select(outbox.c.id).where(
     outbox.c.status == "claimed",
     outbox.c.claimed_by == bindparam("p_worker"),
 )
-_HOLDS_PG = _HOLDS.with_for_update(key_share=True)
 
 
 def renew_claims(conn: Connection, store_id: int, worker: str, lease_at: int) -> None:
@@ -647,22 +640,13 @@ def outranking(
     return out
 
 
-def consent_now(conn: Connection, store_id: int, customer_id: int, channel: str) -> str | None:
-    """The channel's latest consent status, read under a share lock on the customer row
-    (PostgreSQL), which a consent change takes FOR UPDATE: a message marked ``sending``
-    after an unsubscribe committed sees it."""
+def _consent_now(conn: Connection, store_id: int, customer_id: int, channel: str) -> str | None:
+    """The channel's latest consent status (SQLite: read in the writer's transaction, so
+    an unsubscribe committed before it is seen; PostgreSQL does this inside `_PG_START`,
+    after a share lock on the customer)."""
     params = {"p_store": store_id, "p_customer": customer_id, "p_channel": channel}
-    if conn.dialect.name == "postgresql":  # its own statement: the read after it has a
-        conn.execute(_CUSTOMER_SHARE_LOCK, params)  # snapshot taken once the lock is held
     value = conn.execute(_CONSENT_NOW, params).scalar()
     return None if value is None else str(value)
-
-
-_CUSTOMER_SHARE_LOCK = (
-    select(customers.c.id)
-    .where(customers.c.store_id == bindparam("p_store"), customers.c.id == bindparam("p_customer"))
-    .with_for_update(read=True)
-)
 
 
 _CONSENT_NOW = (
@@ -778,10 +762,10 @@ def start_delivery(
             set_message(conn, pending[0], expect="sending", worker=start.worker, now=start.now,
                         **pending[1])  # fmt: skip
         if start.check_consent and (
-            consent_now(conn, start.store_id, start.customer_id, start.channel) != "granted"
+            _consent_now(conn, start.store_id, start.customer_id, start.channel) != "granted"
         ):
             return DeliveryCheck(False, False, False, False)
-        if not holds_claim(conn, start.outbox_id, start.worker):
+        if not _holds_claim(conn, start.outbox_id, start.worker):
             return DeliveryCheck(True, False, False, False)
         if start.take_slot and not take_slot(
             conn, start.store_id, start.customer_id, start.channel, start.now, start.cap
